@@ -1,0 +1,182 @@
+"""The ``growlm`` command line: parses, calls the library, turns typed errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from growlm.errors import GrowlmError
+
+
+def _grow(args: argparse.Namespace) -> int:
+    from growlm.grow import grow
+
+    report = grow(
+        args.src,
+        args.out,
+        args.op,
+        factor=args.factor,
+        layers=args.layers,
+        drop=args.drop,
+        num_layers=args.num_layers,
+        placement=args.placement,
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size,
+        num_heads=args.num_heads,
+        num_kv_heads=args.num_kv_heads,
+        dtype=args.dtype,
+        dry_run=args.dry_run,
+        check=args.check,
+        force=args.force,
+        seed=args.seed,
+        shard_size=args.shard_size,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    if args.dry_run:
+        print("\n".join(report.pop("plan")))
+    for key in (
+        "op",
+        "src_layers",
+        "out_layers",
+        "src_params",
+        "out_params",
+        "function_preserving",
+        "max_abs_logit_diff",
+        "loss_before",
+        "loss_after",
+        "seconds",
+    ):
+        if key in report:
+            print(f"{key:>20}: {report[key]}")
+    if not args.dry_run:
+        print(f"{'wrote':>20}: {args.out}")
+    return 0
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from growlm.arch import FAMILIES
+    from growlm.ops.registry import OPERATORS
+
+    print("operators:")
+    for op in OPERATORS:
+        alias = f" (aka {', '.join(op.aliases)})" if op.aliases else ""
+        status = "" if op.kind != "trains" else " [reserved: needs training]"
+        print(f"  {op.name:<14} {op.description}{alias}{status}")
+        print(f"  {'':<14} function-preserving: {op.preserving}; {op.paper}")
+    print("architectures:")
+    for spec in FAMILIES:
+        print(f"  {spec.name:<10} model_type {', '.join(spec.model_types)}: {spec.notes}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from growlm.demo import run_demo
+
+    return run_demo(args)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from growlm import __version__
+
+    p = argparse.ArgumentParser(prog="growlm", description=__doc__)
+    p.add_argument("--version", action="version", version=f"growlm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("grow", help="grow a Hugging Face checkpoint with a growth operator")
+    g.add_argument("src", help="source checkpoint folder (config.json + safetensors or .bin)")
+    g.add_argument("out", nargs="?", help="output folder (written atomically)")
+    g.add_argument(
+        "--op",
+        required=True,
+        help="operator, e.g. stack, interleave, layers, solar, zero-depth, "
+        "random-depth, direct-width, zero-width, random-width; depth+width "
+        "combine with '+' (stack+direct-width). `growlm ops` lists them",
+    )
+    g.add_argument("--factor", type=_positive_int, help="growth factor g (depth operators)")
+    g.add_argument("--layers", help="explicit source layer list for --op layers, e.g. 0,1,2,1,2,3")
+    g.add_argument("--drop", type=_positive_int, help="SOLAR: layers dropped at the seam")
+    g.add_argument(
+        "--num-layers",
+        type=_positive_int,
+        help="target depth for zero-depth / random-depth (instead of --factor)",
+    )
+    g.add_argument(
+        "--placement",
+        choices=("interleave", "append"),
+        help="where zero-depth / random-depth put new blocks (default interleave)",
+    )
+    g.add_argument("--hidden-size", type=_positive_int)
+    g.add_argument("--intermediate-size", type=_positive_int)
+    g.add_argument("--num-heads", type=_positive_int)
+    g.add_argument("--num-kv-heads", type=_positive_int)
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="output dtype (default: as the source)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="print the plan, touch no weights")
+    g.add_argument(
+        "--check",
+        action="store_true",
+        help="load both models and report max |logit diff| and loss before/after",
+    )
+    g.add_argument("--json", action="store_true", help="print one JSON report")
+    g.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    g.add_argument("--seed", type=int, default=0, help="seed for random initialisation")
+    g.add_argument("--shard-size", default="2GB", help="max safetensors shard size (e.g. 500MB)")
+    g.set_defaults(func=_grow)
+
+    o = sub.add_parser("ops", help="list growth operators and supported architectures")
+    o.set_defaults(func=_ops)
+
+    d = sub.add_parser("demo", help="the README's main job on the embedded default")
+    d.add_argument("--out", default="runs/demo", help="output folder")
+    d.set_defaults(func=_demo)
+
+    for extra in _plugins():
+        extra(sub)
+    return p
+
+
+def _plugins() -> list[Callable[[Any], None]]:
+    """Subcommands of other growlm modules, registered if they are present."""
+    out: list[Callable[[Any], None]] = []
+    try:
+        from growlm.train.cli import add_parsers
+
+        out.append(add_parsers)
+    except ImportError:
+        pass
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GrowlmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Typed user errors. The CLI turns each into one line and a non-zero exit; asserts are for bugs."""
+
+from __future__ import annotations
+
+
+class GrowlmError(Exception):
+    """A problem with the user's input: message names the problem and the fix."""
+
+    exit_code = 2
+
+
+class UnsupportedArchitecture(GrowlmError):
+    """The checkpoint's model family has no architecture spec."""
+
+
+class NotACausalLM(GrowlmError):
+    """The directory does not hold a causal language model checkpoint."""
+
+
+class CorruptCheckpoint(GrowlmError):
+    """A weight file is truncated, unreadable or inconsistent with its index/config."""
+
+
+class InvalidGrowth(GrowlmError):
+    """Operator parameters that cannot produce a valid larger model."""
+
+
+class UnknownOperator(GrowlmError):
+    """The operator name is not in the registry."""
+
+
+class OutputExists(GrowlmError):
+    """The output path exists and --force was not given."""
+
+
+class DiskFull(GrowlmError):
+    """Writing the output ran out of space."""
+
+
+class InvalidRecipe(GrowlmError):
+    """A training recipe that cannot run."""
+
+
+class InvalidData(GrowlmError):
+    """Corpus, tokenizer or token shards that cannot be used."""

@@ -1,0 +1,162 @@
+"""A Hugging Face checkpoint folder as growlm reads it: config, weights (streamed), side files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from growlm.errors import CorruptCheckpoint, NotACausalLM
+from growlm.io.safetensors_stream import SafetensorsFile
+
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
+
+
+class SourceCheckpoint:
+    """Config and weights of a local checkpoint folder; ``get`` reads one tensor at a time.
+
+    safetensors (single or sharded) are read with ``pread``; ``.bin`` files only through
+    ``torch.load(weights_only=True)`` (never a full unpickle of a user file).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise NotACausalLM(f"source {self.path} does not exist: give a checkpoint folder")
+        if not self.path.is_dir():
+            raise NotACausalLM(f"source {self.path} is not a folder: give a checkpoint folder")
+        cfg_path = self.path / "config.json"
+        if not cfg_path.is_file():
+            raise NotACausalLM(f"{self.path} has no config.json: not a Hugging Face model folder")
+        try:
+            self.config: dict[str, Any] = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CorruptCheckpoint(f"{cfg_path} is not valid JSON") from None
+        if not isinstance(self.config, dict):
+            raise CorruptCheckpoint(f"{cfg_path} does not hold a JSON object")
+        archs = self.config.get("architectures") or []
+        if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            raise NotACausalLM(
+                f"{self.path} holds a {archs[0]}, not a causal language model "
+                f"(growlm grows *ForCausalLM / *LMHeadModel checkpoints)"
+            )
+        self._files: dict[str, SafetensorsFile] = {}
+        self._where: dict[str, str] = {}
+        self._bin: dict[str, dict[str, torch.Tensor]] = {}
+        self._find_weights()
+
+    # -- weights ---------------------------------------------------------------------------
+    def _find_weights(self) -> None:
+        p = self.path
+        st_index, st_single = p / "model.safetensors.index.json", p / "model.safetensors"
+        bin_index, bin_single = p / "pytorch_model.bin.index.json", p / "pytorch_model.bin"
+        if st_index.is_file():
+            self._from_index(st_index, self._open_st)
+        elif st_single.is_file():
+            self._open_st("model.safetensors")
+        elif bin_index.is_file():
+            self._from_index(bin_index, self._note_bin)
+        elif bin_single.is_file():
+            self._note_bin("pytorch_model.bin")
+        else:
+            raise NotACausalLM(
+                f"{p} has no weights (model.safetensors, its index, or pytorch_model.bin)"
+            )
+        if not self._where:
+            raise CorruptCheckpoint(f"{p} holds no tensors")
+
+    def _from_index(self, index: Path, open_file) -> None:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise CorruptCheckpoint(f"{index} is not a valid weight index") from None
+        for fname in files:
+            if "/" in fname or "\\" in fname or fname.startswith(".."):
+                raise CorruptCheckpoint(f"{index} names a file outside the folder: {fname!r}")
+            open_file(fname)
+        missing = [n for n, f in weight_map.items() if self._where.get(n) != f]
+        if missing:
+            raise CorruptCheckpoint(
+                f"{index} lists {missing[0]!r} in {weight_map[missing[0]]} but that shard lacks it"
+            )
+
+    def _open_st(self, fname: str) -> None:
+        path = self.path / fname
+        if not path.is_file():
+            raise CorruptCheckpoint(
+                f"shard {fname} listed in the index is missing from {self.path}"
+            )
+        f = SafetensorsFile(path)
+        self._files[fname] = f
+        for name in f.entries:
+            self._where[name] = fname
+
+    def _note_bin(self, fname: str) -> None:
+        path = self.path / fname
+        if not path.is_file():
+            raise CorruptCheckpoint(
+                f"shard {fname} listed in the index is missing from {self.path}"
+            )
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # torch raises many types for bad/unsafe pickles
+            raise CorruptCheckpoint(
+                f"cannot load {path} safely (weights_only): {str(e).splitlines()[0][:200]}"
+            ) from None
+        if not isinstance(sd, dict):
+            raise CorruptCheckpoint(f"{path} does not hold a state dict")
+        self._bin[fname] = sd
+        for name in sd:
+            self._where[name] = fname
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        fname = self._where[name]
+        if fname in self._files:
+            return self._files[fname].entries[name].shape
+        return tuple(self._bin[fname][name].shape)
+
+    def dtype(self, name: str) -> torch.dtype:
+        fname = self._where[name]
+        if fname in self._files:
+            return self._files[fname].entries[name].dtype
+        return self._bin[fname][name].dtype
+
+    def get(self, name: str) -> torch.Tensor:
+        fname = self._where[name]
+        if fname in self._files:
+            return self._files[fname].read(name)
+        return self._bin[fname][name].clone()
+
+    def total_bytes(self) -> int:
+        return sum(f.path.stat().st_size for f in self._files.values()) + sum(
+            (self.path / f).stat().st_size for f in self._bin
+        )
+
+    # -- side files ------------------------------------------------------------------------
+    def copy_side_files(self, out: Path) -> list[str]:
+        copied = []
+        for fname in SIDE_FILES:
+            src = self.path / fname
+            if src.is_file():
+                shutil.copyfile(src, out / fname)
+                copied.append(fname)
+        return copied

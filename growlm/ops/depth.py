@@ -1,0 +1,113 @@
+"""Depthwise operators as layer maps: output layer -> (source layer, how it is made).
+
+kind "copy": a real copy of the source layer; "zero": a copy whose residual writes are zeroed
+(an identity block, LLaMA Pro / G_zero); "random": a freshly initialised block (G_random).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from growlm.errors import InvalidGrowth
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    src: int
+    kind: str = "copy"  # copy | zero | random
+
+
+def _factor(factor: object) -> int:
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        raise InvalidGrowth(f"--factor must be an integer >= 2, got {factor!r}")
+    return factor
+
+
+def stack(n: int, factor: object) -> list[LayerSource]:
+    """G_stack: the whole model repeated g times (0..L-1, 0..L-1, ...)."""
+    g = _factor(factor)
+    return [LayerSource(i) for _ in range(g) for i in range(n)]
+
+
+def interleave(n: int, factor: object) -> list[LayerSource]:
+    """Each layer repeated g times in place (0,0,1,1,...)."""
+    g = _factor(factor)
+    return [LayerSource(i) for i in range(n) for _ in range(g)]
+
+
+def explicit(n: int, layers: object) -> list[LayerSource]:
+    """Partial stacking: any list of source layers, e.g. 0,1,2,1,2,3."""
+    if isinstance(layers, str):
+        try:
+            layers = [int(x) for x in layers.replace(" ", "").split(",") if x != ""]
+        except ValueError:
+            raise InvalidGrowth(
+                f"--layers must be comma-separated integers like 0,1,2,1,2,3, got {layers!r}"
+            ) from None
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise InvalidGrowth("--layers needs a non-empty list of source layer indices")
+    bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n]
+    if bad:
+        raise InvalidGrowth(
+            f"layer index {bad[0]!r} out of range: the source has layers 0..{n - 1}"
+        )
+    if len(layers) < n:
+        raise InvalidGrowth(
+            f"--layers lists {len(layers)} layers but the source has {n}: growth needs at least {n}"
+        )
+    return [LayerSource(int(i)) for i in layers]
+
+
+def solar(n: int, drop: object) -> list[LayerSource]:
+    """SOLAR depth up-scaling: two copies; the last m of the first and first m of the second go."""
+    if isinstance(drop, bool) or not isinstance(drop, int) or drop < 0:
+        raise InvalidGrowth(f"--drop must be an integer >= 0, got {drop!r}")
+    if 2 * (n - drop) <= n:
+        raise InvalidGrowth(
+            f"--drop {drop} leaves {2 * (n - drop)} layers from {n}: use --drop < {(n + 1) // 2}"
+        )
+    return [LayerSource(i) for i in range(n - drop)] + [LayerSource(i) for i in range(drop, n)]
+
+
+def with_new_blocks(
+    n: int,
+    kind: str,
+    factor: object = None,
+    num_layers: object = None,
+    placement: str = "interleave",
+) -> list[LayerSource]:
+    """Insert new blocks (identity or random) until the model has the target depth.
+
+    interleave (LLaMA Pro): the source is cut into as many groups as there are new blocks and one
+    new block follows each group, built from the group's last layer; append: new blocks on top.
+    """
+    if num_layers is None:
+        if factor is None:
+            raise InvalidGrowth(f"{kind} blocks need --factor G or --num-layers N")
+        target = n * _factor(factor)
+    else:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= n:
+            raise InvalidGrowth(f"--num-layers must be an integer > {n} (the source depth)")
+        target = num_layers
+    new = target - n
+    if placement == "append":
+        return [LayerSource(i) for i in range(n)] + [LayerSource(n - 1, kind) for _ in range(new)]
+    if placement != "interleave":
+        raise InvalidGrowth(f"--placement must be interleave or append, got {placement!r}")
+    out: list[LayerSource] = []
+    # new block k follows source layer ends[k]: groups as even as possible (LLaMA Pro)
+    ends = {((k + 1) * n) // new - 1 for k in range(new)} if new <= n else set()
+    per_layer = [0] * n
+    if new <= n:
+        for e in ends:
+            per_layer[max(e, 0)] += 1
+        short = new - sum(per_layer)
+        for i in range(short):
+            per_layer[n - 1 - i] += 1
+    else:
+        for k in range(new):
+            per_layer[k % n] += 1
+    for i in range(n):
+        out.append(LayerSource(i))
+        out += [LayerSource(i, kind) for _ in range(per_layer[i])]
+    return out

@@ -1,0 +1,217 @@
+"""Growth plans: every output tensor with its source tensor and the chain of transforms.
+
+A plan is built from names, shapes and the config alone (no weights), printed by ``--dry-run``,
+and executed tensor by tensor, so that the same plan serves streaming from disk, growing a model
+in memory, and carrying optimizer moments through growth (``mode="moments"``: copies are copied,
+everything new is zero, no rescaling).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from growlm.ops.axes import AxisMap
+
+Mode = Literal["weights", "moments"]
+Fill = Literal["zero", "random", "mean", "one"]
+
+
+@dataclass
+class Context:
+    """What a step needs besides its input: the mode, the init std and a per-tensor generator."""
+
+    mode: Mode
+    std: float
+    norm_offset: float
+    generator: torch.Generator
+
+
+class Step:
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class Expand(Step):
+    """Grow one dimension along an axis map; new entries get ``fill``; readers of split units are
+    divided by the copy count (Net2Net) when ``divide``."""
+
+    dim: int
+    axis: str
+    amap: AxisMap
+    fill: Fill
+    divide: bool
+
+    def describe(self) -> str:
+        extra = "/count" if self.divide else ""
+        new = f", new={self.fill}" if self.amap.has_new else ""
+        return (
+            f"expand[{self.dim}:{self.axis} {self.amap.src_size}->{self.amap.new_size}{extra}{new}]"
+        )
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert x is not None
+        idx = self.amap.index
+        out = x.index_select(self.dim, idx.clamp(min=0))
+        view = [1] * out.dim()
+        view[self.dim] = -1
+        if self.divide and ctx.mode == "weights":
+            out = out / self.amap.count.to(out.dtype).view(view)
+        new = (idx < 0).view(view).expand_as(out)
+        if not self.amap.has_new:
+            return out
+        fill = self.fill if ctx.mode == "weights" else "zero"
+        if fill == "zero":
+            value = torch.zeros_like(out)
+        elif fill == "one":
+            value = torch.full_like(out, 1.0 - ctx.norm_offset)
+        elif fill == "random":
+            value = (
+                torch.empty_like(out, dtype=torch.float32)
+                .normal_(0.0, ctx.std, generator=ctx.generator)
+                .to(out.dtype)
+            )
+        else:  # mean of the kept entries along this dim (keeps LayerNorm statistics, see width.py)
+            kept = x.to(torch.float32).mean(dim=self.dim, keepdim=True).to(out.dtype)
+            value = kept.expand_as(out)
+        return torch.where(new, value, out)
+
+
+@dataclass
+class NormScale(Step):
+    """Rescale a norm's effective weight ``offset + w`` (Gemma applies 1 + w) by ``mult``."""
+
+    mult: float | torch.Tensor
+    offset_applies: bool = True
+    why: str = ""
+
+    def describe(self) -> str:
+        m = self.mult if isinstance(self.mult, float) else "per-dim"
+        return f"norm-scale[{m if isinstance(m, str) else f'{m:.6g}'} {self.why}]".replace(
+            " ]", "]"
+        )
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert x is not None
+        if ctx.mode == "moments":
+            return x
+        off = ctx.norm_offset if self.offset_applies else 0.0
+        mult = self.mult if isinstance(self.mult, float) else self.mult.to(torch.float32)
+        return ((x.to(torch.float32) + off) * mult - off).to(x.dtype)
+
+
+@dataclass
+class Scale(Step):
+    mult: float
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"scale[{self.mult:.6g} {self.why}]".replace(" ]", "]")
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert x is not None
+        if ctx.mode == "moments":
+            return x
+        return (x.to(torch.float32) * self.mult).to(x.dtype)
+
+
+@dataclass
+class Zero(Step):
+    """Zero the tensor: the block's write to the residual stream vanishes (identity block)."""
+
+    def describe(self) -> str:
+        return "zero"
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert x is not None
+        return torch.zeros_like(x)
+
+
+@dataclass
+class Fresh(Step):
+    """A freshly initialised tensor (new block): normal(0, std*std_mult), norms 1, biases 0."""
+
+    shape: tuple[int, ...]
+    init: Literal["normal", "zeros", "ones"]
+    std_mult: float = 1.0
+
+    def describe(self) -> str:
+        return f"init[{self.init}{'' if self.std_mult == 1.0 else f' x{self.std_mult:.3g}'}]"
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        if ctx.mode == "moments" or self.init == "zeros":
+            return torch.zeros(self.shape)
+        if self.init == "ones":
+            return torch.full(self.shape, 1.0 - ctx.norm_offset)
+        out = torch.empty(self.shape)
+        return out.normal_(0.0, ctx.std * self.std_mult, generator=ctx.generator)
+
+
+@dataclass
+class TensorPlan:
+    """Output tensor ``name`` <- ``source`` (None for fresh) through ``steps``."""
+
+    name: str
+    shape: tuple[int, ...]
+    source: str | None
+    steps: list[Step] = field(default_factory=list)
+
+    def describe(self) -> str:
+        chain = " -> ".join(s.describe() for s in self.steps) or "copy"
+        src = self.source or "(new)"
+        return f"{self.name} {list(self.shape)} <- {src}: {chain}"
+
+
+@dataclass
+class Plan:
+    """A whole growth: output tensors in write order, the new config and what to report."""
+
+    op: str
+    params: dict[str, Any]
+    tensors: list[TensorPlan]
+    config: dict[str, Any]
+    layer_map: list[dict[str, Any]]
+    src_layers: int
+    out_layers: int
+    function_preserving: bool
+    init_std: float
+    norm_offset: float
+    seed: int = 0
+
+    def execute(
+        self,
+        get: Callable[[str], torch.Tensor],
+        mode: Mode = "weights",
+        dtype: torch.dtype | None = None,
+    ):
+        """Yield (name, tensor) in plan order, reading each source through ``get``."""
+        for tp in self.tensors:
+            src = get(tp.source) if tp.source is not None else None
+            gen = torch.Generator().manual_seed(self.seed ^ zlib.crc32(tp.name.encode()))
+            ctx = Context(mode=mode, std=self.init_std, norm_offset=self.norm_offset, generator=gen)
+            x = src
+            for step in tp.steps:
+                x = step(x, ctx)
+            assert x is not None, tp.name
+            if x is src:
+                x = x.clone()
+            out_dtype = dtype or (src.dtype if src is not None else torch.float32)
+            x = x.to(out_dtype).contiguous()
+            assert tuple(x.shape) == tp.shape, (tp.name, tuple(x.shape), tp.shape)
+            yield tp.name, x
+
+    def describe(self) -> str:
+        return "\n".join(tp.describe() for tp in self.tensors)
+
+
+def sqrt_ratio(a: int, b: int) -> float:
+    return math.sqrt(a / b)

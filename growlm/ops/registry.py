@@ -1,0 +1,176 @@
+"""The one registry of growth operators: name, aliases, one line, paper, and how it is built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from growlm.errors import InvalidGrowth, UnknownOperator
+from growlm.ops import depth
+from growlm.ops.depth import LayerSource
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    kind: str  # depth | width | trains
+    description: str
+    paper: str
+    preserving: str  # "yes", "no", or a condition
+    params: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    layer_map: Callable[..., list[LayerSource]] | None = None
+    width_fill: str | None = None  # direct | zero | random
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_DEPTH_NEW = ("factor", "num_layers", "placement")
+
+OPERATORS: tuple[Operator, ...] = (
+    Operator(
+        "direct-depth",
+        "depth",
+        "G_stack: the whole model repeated g times",
+        "Du et al. 2024, Stacking Your Transformers (arXiv 2405.15319)",
+        "no",
+        ("factor",),
+        ("stack", "g_stack", "g_direct", "direct"),
+        depth.stack,
+    ),
+    Operator(
+        "interleave",
+        "depth",
+        "each layer repeated g times in place (0,0,1,1,...)",
+        "Du et al. 2024 (ablation); Gong et al. 2019, progressive stacking",
+        "no",
+        ("factor",),
+        ("interleaved",),
+        depth.interleave,
+    ),
+    Operator(
+        "layers",
+        "depth",
+        "partial stacking from an explicit source layer list",
+        "Du et al. 2024 (partial stacking)",
+        "no",
+        ("layers",),
+        ("partial",),
+        depth.explicit,
+    ),
+    Operator(
+        "solar",
+        "depth",
+        "SOLAR depth up-scaling: two copies minus m layers at the seam",
+        "Kim et al. 2023, SOLAR 10.7B (arXiv 2312.15166)",
+        "no",
+        ("drop",),
+        ("dus", "depth-upscaling"),
+        depth.solar,
+    ),
+    Operator(
+        "zero-depth",
+        "depth",
+        "G_zero: new identity blocks (copies with zeroed outputs)",
+        "Wu et al. 2024, LLaMA Pro (arXiv 2401.02415); Du et al. 2024",
+        "yes",
+        _DEPTH_NEW,
+        ("g_zero", "llama-pro", "identity"),
+        lambda n, **kw: depth.with_new_blocks(n, "zero", **kw),
+    ),
+    Operator(
+        "random-depth",
+        "depth",
+        "G_random: new freshly initialised blocks",
+        "Du et al. 2024 (G_random, without the MSG masks)",
+        "no",
+        _DEPTH_NEW,
+        ("g_random",),
+        lambda n, **kw: depth.with_new_blocks(n, "random", **kw),
+    ),
+    Operator(
+        "direct-width",
+        "width",
+        "Net2Net / bert2BERT split: new units copy old ones",
+        "Chen et al. 2016, Net2Net; Chen et al. 2022, bert2BERT",
+        "yes (integer hidden factor)",
+        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
+        ("split", "net2net", "bert2bert", "g_direct-width"),
+        width_fill="direct",
+    ),
+    Operator(
+        "zero-width",
+        "width",
+        "new units with zero outgoing weights, norms corrected",
+        "Du et al. 2024 (G_zero width); Shen et al. 2022, staged training",
+        "yes",
+        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
+        ("g_zero-width",),
+        width_fill="zero",
+    ),
+    Operator(
+        "random-width",
+        "width",
+        "new units randomly initialised",
+        "Du et al. 2024 (G_random width, without the MSG masks)",
+        "no",
+        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
+        ("g_random-width",),
+        width_fill="random",
+    ),
+    Operator(
+        "learn-depth",
+        "trains",
+        "G_learn (LiGO) depth map learned from data",
+        "Wang et al. 2023, LiGO (arXiv 2303.00980)",
+        "no",
+        ("factor", "steps"),
+        ("g_learn", "ligo", "ligo-depth"),
+    ),
+    Operator(
+        "learn-width",
+        "trains",
+        "G_learn (LiGO) width map learned from data",
+        "Wang et al. 2023, LiGO (arXiv 2303.00980)",
+        "no",
+        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "steps"),
+        ("ligo-width", "g_learn-width"),
+    ),
+)
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+_INDEX: dict[str, Operator] = {_norm(n): op for op in OPERATORS for n in (op.name, *op.aliases)}
+
+
+def get_operator(name: str) -> Operator:
+    op = _INDEX.get(_norm(name))
+    if op is None:
+        names = ", ".join(o.name + (f" ({o.aliases[0]})" if o.aliases else "") for o in OPERATORS)
+        raise UnknownOperator(f"unknown operator {name!r}: choose one of {names}")
+    if op.kind == "trains":
+        raise InvalidGrowth(
+            f"operator {op.name!r} trains its growth map and is not available in this version "
+            f"(planned with the operators-that-train work); use a non-learned operator"
+        )
+    return op
+
+
+def parse_ops(text: str) -> tuple[Operator | None, Operator | None]:
+    """``stack`` or ``stack+direct-width``: at most one depth and one width operator."""
+    depth_op: Operator | None = None
+    width_op: Operator | None = None
+    for part in text.split("+"):
+        op = get_operator(part)
+        if op.kind == "depth":
+            if depth_op is not None:
+                raise InvalidGrowth(f"--op {text!r} names two depth operators; give at most one")
+            depth_op = op
+        else:
+            if width_op is not None:
+                raise InvalidGrowth(f"--op {text!r} names two width operators; give at most one")
+            width_op = op
+    return depth_op, width_op
