@@ -152,14 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugins() -> list[Callable[[Any], None]]:
-    """Subcommands of other growlm modules, registered if they are present."""
-    out: list[Callable[[Any], None]] = []
-    try:
-        from growlm.train.cli import add_parsers
+    """Subcommands of other growlm modules (train, data, plan, compare, ...), each registering
+    itself through ``add_parsers(subparsers)``."""
+    import importlib
 
-        out.append(add_parsers)
-    except ImportError:
-        pass
+    out: list[Callable[[Any], None]] = []
+    for module in ("growlm.train.cli", "growlm.analysis.cli"):
+        try:
+            out.append(importlib.import_module(module).add_parsers)
+        except ImportError as e:
+            if e.name != module:
+                raise
     return out
 
 

@@ -253,7 +253,7 @@ def grow_tensors(
         head = spec.head.name
         shapes.pop(head, None)
     plan = build_plan(spec, cfg, derived, shapes, op, params, tied, seed)
-    new = dict(plan.execute(tensors.__getitem__, mode=fill))
+    new = dict(plan.execute(tensors.__getitem__, mode=fill, clone=True))
     new_cfg = dict(plan.config)
     model_type = new_cfg.pop("model_type")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from growlm.arch.spec import ArchSpec, ConfigKeys, TensorSpec, t
 
 BUFFERS = (
@@ -62,15 +64,7 @@ LLAMA = ArchSpec(
     notes="Llama 1/2/3, SmolLM, TinyLlama and other LlamaForCausalLM checkpoints.",
 )
 
-MISTRAL = ArchSpec(
-    name="mistral",
-    model_types=("mistral",),
-    layer_prefix=_LAYERS,
-    layer_tensors=(*_attn_llama(), *_mlp_llama(), *_PRE_NORMS),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
-)
+MISTRAL = replace(LLAMA, name="mistral", model_types=("mistral",), notes="as Llama.")
 
 QWEN2 = ArchSpec(
     name="qwen2",
@@ -117,17 +111,11 @@ GEMMA2 = ArchSpec(
     notes="norms apply 1 + w; embeddings scaled by sqrt(hidden); sliding/global layer_types.",
 )
 
-GEMMA3 = ArchSpec(
+GEMMA3 = replace(
+    GEMMA2,
     name="gemma3",
     model_types=("gemma3_text",),
-    layer_prefix=_LAYERS,
     layer_tensors=(*_attn_llama(), *_QK_HEAD_NORMS, *_mlp_llama(), *_GEMMA_NORMS),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
-    keys=ConfigKeys(per_layer=("layer_types",)),
-    norm_offset=1.0,
-    embed_scale_sqrt_hidden=True,
     notes="Gemma 3 text models (Gemma3ForCausalLM); as Gemma 2 plus per-head q/k norms.",
 )
 

@@ -192,8 +192,13 @@ class Plan:
         get: Callable[[str], torch.Tensor],
         mode: Mode = "weights",
         dtype: torch.dtype | None = None,
+        clone: bool = False,
     ):
-        """Yield (name, tensor) in plan order, reading each source through ``get``."""
+        """Yield (name, tensor) in plan order, reading each source through ``get``.
+
+        ``clone``: never hand out a source tensor itself (in memory, where sources stay alive);
+        streaming from disk reads a fresh tensor per request and needs no extra copy.
+        """
         for tp in self.tensors:
             src = get(tp.source) if tp.source is not None else None
             gen = torch.Generator().manual_seed(self.seed ^ zlib.crc32(tp.name.encode()))
@@ -202,7 +207,7 @@ class Plan:
             for step in tp.steps:
                 x = step(x, ctx)
             assert x is not None, tp.name
-            if x is src:
+            if clone and x is src:
                 x = x.clone()
             out_dtype = dtype or (src.dtype if src is not None else torch.float32)
             x = x.to(out_dtype).contiguous()
