@@ -60,9 +60,15 @@ def _derived_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 def plan_checkpoint(src: SourceCheckpoint, op: str, params: dict[str, Any], seed: int = 0) -> Plan:
     spec = spec_for(src.config.get("model_type"))
-    derived, tied = _derived_config(src.config)
+    cfg = src.config
+    keys = spec.keys
+    # transformers (slow to import) completes the config only when config.json lacks something
+    if any(k not in cfg for k in (*keys.per_layer, keys.eps)):
+        derived, tied = _derived_config(cfg)
+    else:
+        derived, tied = {}, bool(cfg.get("tie_word_embeddings", spec.tie_default))
     shapes = {n: src.shape(n) for n in src.names}
-    return build_plan(spec, src.config, derived, shapes, op, params, tied, seed)
+    return build_plan(spec, cfg, derived, shapes, op, params, tied, seed)
 
 
 def _params(**kw: Any) -> dict[str, Any]:

@@ -119,3 +119,14 @@ def test_moments_copy_and_zero():
     up = wide["model.layers.0.mlp.up_proj.weight"]
     assert up.shape == (32, 32)
     assert torch.equal(up, torch.full_like(up, up[0, 0].item()))  # copied, never divided
+
+
+def test_tie_defaults_match_transformers():
+    """growlm decides tied heads without importing transformers: the defaults must agree."""
+    from transformers import AutoConfig
+
+    from growlm.arch import FAMILIES
+
+    for spec in FAMILIES:
+        for mt in spec.model_types:
+            assert AutoConfig.for_model(mt).tie_word_embeddings == spec.tie_default, mt

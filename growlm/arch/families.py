@@ -108,6 +108,7 @@ GEMMA2 = ArchSpec(
     keys=ConfigKeys(per_layer=("layer_types",)),
     norm_offset=1.0,
     embed_scale_sqrt_hidden=True,
+    tie_default=True,
     notes="norms apply 1 + w; embeddings scaled by sqrt(hidden); sliding/global layer_types.",
 )
 
@@ -193,6 +194,7 @@ GPT2 = ArchSpec(
     ),
     norm="layer",
     alt_prefixes=(("transformer.", ""),),
+    tie_default=True,
     notes="Conv1D weights stored [in, out]; learned positions; LayerNorm with bias; tied head.",
 )
 

@@ -119,6 +119,8 @@ class ArchSpec:
     """Suffixes of checkpoint entries that are buffers, not parameters (GPT-2's attn.bias)."""
     alt_prefixes: tuple[tuple[str, str], ...] = ()
     """(canonical, alternative) name prefixes seen in checkpoints (GPT-2 without 'transformer.')."""
+    tie_default: bool = False
+    """``tie_word_embeddings`` when config.json does not say (transformers' family default)."""
     notes: str = ""
 
     def layer_name(self, ts: TensorSpec, layer: int) -> str:

@@ -90,15 +90,19 @@ class SafetensorsFile:
 
     def read(self, name: str) -> torch.Tensor:
         entry = self.entries[name]
-        buf = bytearray(entry.end - entry.begin)
-        with open(self.path, "rb") as f:
-            f.seek(entry.begin)
-            got = f.readinto(buf)
-        if got != len(buf):
-            raise CorruptCheckpoint(f"{self.path} is truncated: short read of {name!r}")
-        if not buf:
-            return torch.empty(entry.shape, dtype=entry.dtype)
-        return torch.frombuffer(buf, dtype=entry.dtype).reshape(entry.shape)
+        size = entry.end - entry.begin
+        buf = torch.empty(size, dtype=torch.uint8)  # not zero-filled: readinto overwrites it
+        if size:
+            with open(self.path, "rb", buffering=0) as f:
+                f.seek(entry.begin)
+                view = memoryview(buf.numpy())
+                got = 0
+                while got < size:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise CorruptCheckpoint(f"{self.path} is truncated: short read of {name!r}")
+                    got += n
+        return buf.view(entry.dtype).reshape(entry.shape)
 
 
 def _header_bytes(items: list[tuple[str, tuple[int, ...], torch.dtype]]) -> bytes:
@@ -167,8 +171,12 @@ def write_sharded(
                     f.write(data.numpy().tobytes() if data.numel() < 4096 else data.numpy().data)
                 total += data.numel()
                 weight_map[name] = fname
-            f.flush()
-            os.fsync(f.fileno())
+    for fname in files:  # one durability barrier at the end, not one stall per shard
+        fd = os.open(out_dir / fname, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     if len(files) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
