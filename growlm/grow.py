@@ -208,8 +208,13 @@ def _write(
     dtypes = {name: dt for name, _, dt in items}
 
     def stream():
-        for name, x in plan.execute(source.get, dtype=None):
-            yield name, x.to(dtypes[name])
+        for tp in plan.tensors:
+            src_name = tp.source
+            raw = source.raw(src_name) if src_name is not None and not tp.steps else None
+            if raw is not None and src_name and source.dtype(src_name) == dtypes[tp.name]:
+                yield tp.name, raw  # an unchanged copy: bytes go file to file
+            else:
+                yield tp.name, plan.run(tp, source.get).to(dtypes[tp.name])
 
     write_sharded(tmp, items, stream(), max_shard)
     cfg = dict(plan.config)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from growlm.errors import CorruptCheckpoint, NotACausalLM
-from growlm.io.safetensors_stream import SafetensorsFile
+from growlm.io.safetensors_stream import RawBytes, SafetensorsFile
 
 SIDE_FILES = (
     "tokenizer.json",
@@ -145,6 +145,14 @@ class SourceCheckpoint:
         if fname in self._files:
             return self._files[fname].read(name)
         return self._bin[fname][name].clone()
+
+    def raw(self, name: str) -> RawBytes | None:
+        """Where a safetensors tensor's bytes lie (None for .bin sources)."""
+        fname = self._where[name]
+        if fname not in self._files:
+            return None
+        entry = self._files[fname].entries[name]
+        return RawBytes(self._files[fname].path, entry.begin, entry.end)
 
     def total_bytes(self) -> int:
         return sum(f.path.stat().st_size for f in self._files.values()) + sum(

@@ -8,6 +8,7 @@ from the plan's shapes, so memory stays at about one tensor whatever the model s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -33,6 +34,15 @@ DTYPES: dict[str, torch.dtype] = {
 }
 NAMES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RawBytes:
+    """A tensor's bytes left where they are: copied file to file (``copy_file_range``)."""
+
+    path: Path
+    begin: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class SafetensorsFile:
         if size:
             with open(self.path, "rb", buffering=0) as f:
                 f.seek(entry.begin)
-                view = memoryview(buf.numpy())
+                view = buf.numpy().data
                 got = 0
                 while got < size:
                     n = f.readinto(view[got:])
@@ -146,7 +156,7 @@ def shard_names(count: int) -> list[str]:
 def write_sharded(
     out_dir: Path,
     items: list[tuple[str, tuple[int, ...], torch.dtype]],
-    tensors: Iterator[tuple[str, torch.Tensor]],
+    tensors: Iterator[tuple[str, torch.Tensor | RawBytes]],
     max_shard_bytes: int,
 ) -> int:
     """Write ``tensors`` (yielded in ``items`` order) as sharded safetensors plus the index.
@@ -162,14 +172,17 @@ def write_sharded(
             f.write(_header_bytes(shard))
             for name, shape, dtype in shard:
                 got_name, x = next(tensors)
-                assert got_name == name and tuple(x.shape) == shape and x.dtype == dtype, (
-                    got_name,
-                    name,
-                )
-                data = x.contiguous().reshape(-1).view(torch.uint8)
-                if data.numel():
-                    f.write(data.numpy().tobytes() if data.numel() < 4096 else data.numpy().data)
-                total += data.numel()
+                assert got_name == name, (got_name, name)
+                if isinstance(x, RawBytes):
+                    assert x.end - x.begin == nbytes(shape, dtype), name
+                    _copy_range(x, f)
+                    total += x.end - x.begin
+                else:
+                    assert tuple(x.shape) == shape and x.dtype == dtype, name
+                    data = x.contiguous().reshape(-1).view(torch.uint8)
+                    if data.numel():
+                        f.write(data.numpy().data)
+                    total += data.numel()
                 weight_map[name] = fname
     for fname in files:  # one durability barrier at the end, not one stall per shard
         fd = os.open(out_dir / fname, os.O_RDONLY)
@@ -181,3 +194,29 @@ def write_sharded(
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return total
+
+
+def _copy_range(raw: RawBytes, out) -> None:
+    """Copy bytes between files in the kernel where possible (as ``cp`` does)."""
+    out.flush()
+    length = raw.end - raw.begin
+    with open(raw.path, "rb", buffering=0) as src:
+        offset = raw.begin
+        try:
+            while length:
+                n = os.copy_file_range(src.fileno(), out.fileno(), length, offset)
+                if n == 0:
+                    raise CorruptCheckpoint(f"{raw.path} is truncated")
+                offset += n
+                length -= n
+            return
+        except (AttributeError, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL):
+                raise
+        src.seek(offset)
+        while length:
+            chunk = src.read(min(length, 64 << 20))
+            if not chunk:
+                raise CorruptCheckpoint(f"{raw.path} is truncated")
+            out.write(chunk)
+            length -= len(chunk)

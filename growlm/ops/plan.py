@@ -8,7 +8,6 @@ everything new is zero, no rescaling).
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -200,23 +199,30 @@ class Plan:
         streaming from disk reads a fresh tensor per request and needs no extra copy.
         """
         for tp in self.tensors:
-            src = get(tp.source) if tp.source is not None else None
-            gen = torch.Generator().manual_seed(self.seed ^ zlib.crc32(tp.name.encode()))
-            ctx = Context(mode=mode, std=self.init_std, norm_offset=self.norm_offset, generator=gen)
-            x = src
-            for step in tp.steps:
-                x = step(x, ctx)
-            assert x is not None, tp.name
-            if clone and x is src:
-                x = x.clone()
-            out_dtype = dtype or (src.dtype if src is not None else torch.float32)
-            x = x.to(out_dtype).contiguous()
-            assert tuple(x.shape) == tp.shape, (tp.name, tuple(x.shape), tp.shape)
-            yield tp.name, x
+            yield tp.name, self.run(tp, get, mode, dtype, clone)
+
+    def run(
+        self,
+        tp: TensorPlan,
+        get: Callable[[str], torch.Tensor],
+        mode: Mode = "weights",
+        dtype: torch.dtype | None = None,
+        clone: bool = False,
+    ) -> torch.Tensor:
+        """Build one output tensor of the plan."""
+        src = get(tp.source) if tp.source is not None else None
+        gen = torch.Generator().manual_seed(self.seed ^ zlib.crc32(tp.name.encode()))
+        ctx = Context(mode=mode, std=self.init_std, norm_offset=self.norm_offset, generator=gen)
+        x = src
+        for step in tp.steps:
+            x = step(x, ctx)
+        assert x is not None, tp.name
+        if clone and x is src:
+            x = x.clone()
+        out_dtype = dtype or (src.dtype if src is not None else torch.float32)
+        x = x.to(out_dtype).contiguous()
+        assert tuple(x.shape) == tp.shape, (tp.name, tuple(x.shape), tp.shape)
+        return x
 
     def describe(self) -> str:
         return "\n".join(tp.describe() for tp in self.tensors)
-
-
-def sqrt_ratio(a: int, b: int) -> float:
-    return math.sqrt(a / b)
