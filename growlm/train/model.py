@@ -1,0 +1,86 @@
+"""Build the model of a recipe: any Hugging Face causal-LM family from its config, plus the
+parameter and FLOP counts the logs report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from growlm.errors import InvalidRecipe
+from growlm.train.recipe import ModelConfig
+
+# HF config keys that growlm sets itself or that only describe serialisation.
+_MANAGED = {"vocab_size", "eos_token_id", "bos_token_id", "pad_token_id"}
+
+
+def build_config(model: ModelConfig, vocab_size: int, eos_id: int) -> PretrainedConfig:
+    """The HF config of ``model``: its family's defaults, the recipe's keys, the tokenizer's ids.
+
+    HF configs accept any keyword silently, so keys the family does not know are rejected here
+    (a typo like ``hiden_size`` would otherwise train the default model)."""
+    if model.init is not None:
+        return load_config(Path(model.init))
+    try:
+        defaults = AutoConfig.for_model(model.type)
+    except (ValueError, KeyError):
+        raise InvalidRecipe(f"model.type: unknown Hugging Face model type {model.type!r}") from None
+    known = set(defaults.to_dict()) | set(getattr(defaults, "attribute_map", {}))
+    for key in model.config:
+        if key not in known:
+            raise InvalidRecipe(
+                f"model.config.{key}: not a {model.type} config key "
+                f"(known: {', '.join(sorted(k for k in known if not k.startswith('_')))})"
+            )
+    kwargs: dict[str, Any] = dict(model.config)
+    kwargs.setdefault("tie_word_embeddings", False)
+    kwargs.update(vocab_size=vocab_size, eos_token_id=eos_id, bos_token_id=eos_id)
+    try:
+        config = AutoConfig.for_model(model.type, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRecipe(f"model.config: {exc}") from None
+    config.use_cache = False
+    return config
+
+
+def load_config(folder: Path) -> PretrainedConfig:
+    file = folder / "config.json"
+    if not file.is_file():
+        raise InvalidRecipe(f"model.init: {str(folder)!r} has no config.json")
+    raw = json.loads(file.read_text())
+    model_type = raw.pop("model_type", None)
+    if model_type is None:
+        raise InvalidRecipe(f"model.init: {str(file)!r} has no model_type")
+    config = AutoConfig.for_model(model_type, **raw)
+    config.use_cache = False
+    return config
+
+
+def build_model(config: PretrainedConfig, attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A freshly initialised float32 model (draws from torch's global RNG: seed first)."""
+    model = AutoModelForCausalLM.from_config(
+        config, attn_implementation=attn_implementation, dtype=torch.float32
+    )
+    return model
+
+
+def param_count(model: torch.nn.Module) -> int:
+    """Total parameters, a tied embedding/head counted once (N in the 6*N*D FLOP estimate)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def attention_flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
+    """Attention score and value FLOPs per trained token, forward + backward:
+    12 * layers * seq_len * (heads * head_dim) (PaLM appendix B; no causal discount)."""
+    layers = int(config.num_hidden_layers)
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return 12.0 * layers * seq_len * heads * head_dim
+
+
+def model_flops_per_token(n_params: int) -> float:
+    """The paper's compute convention: C = 6 * N * D."""
+    return 6.0 * n_params

@@ -1,0 +1,378 @@
+"""The training recipe: one config tree (data, model, optimisation, runtime, stages), loaded from
+YAML, overridable with ``--set key=value`` and checked before any work starts.
+
+Every field is documented where it is declared; ``growlm.train.schema.describe(Recipe)`` lists
+them (docs/train.md carries the table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from growlm.errors import InvalidRecipe
+from growlm.train.schema import build, doc
+
+RESERVED_STAGE_NAMES = ("final", "checkpoints", "tensorboard", "metrics.jsonl", "recipe.yaml")
+
+
+@dataclass
+class DataConfig:
+    """Where training tokens come from."""
+
+    sources: list[str] = field(
+        default_factory=list,
+        metadata=doc(
+            "text sources: files, folders, .jsonl/.parquet, hf:<dataset>[:<config>][@<split>], or "
+            "'default' (embedded Shakespeare corpus); relative paths are relative to the recipe"
+        ),
+    )
+    prepared: str | None = field(
+        default=None,
+        metadata=doc("a folder written by `growlm data prepare`; used instead of sources"),
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata=doc("HF tokenizer folder; null trains a byte-level BPE on the corpus"),
+    )
+    vocab_size: int = field(
+        default=8192, metadata=doc("vocabulary of the trained tokenizer (EOS included)")
+    )
+    val_fraction: float = field(
+        default=0.01, metadata=doc("share of tokens held out for validation")
+    )
+    block_tokens: int = field(
+        default=2048, metadata=doc("granularity of the train/validation split, in tokens")
+    )
+    text_field: str = field(
+        default="text", metadata=doc("text field of .jsonl/.parquet rows and hub datasets")
+    )
+    seq_len: int = field(default=256, metadata=doc("tokens per training sequence"))
+
+
+@dataclass
+class ModelConfig:
+    """The model: any Hugging Face causal-LM family, built with ``from_config``."""
+
+    type: str = field(
+        default="llama", metadata=doc("HF model_type (llama, qwen2, mistral, gpt2, ...)")
+    )
+    config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=doc(
+            "keyword arguments of the HF config (hidden_size, num_hidden_layers, ...); vocab_size "
+            "comes from the tokenizer"
+        ),
+    )
+    init: str | None = field(
+        default=None,
+        metadata=doc(
+            "HF checkpoint folder whose weights start the first stage (null: random init)"
+        ),
+    )
+    attn_implementation: str = field(default="sdpa", metadata=doc("HF attention implementation"))
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay; every stage may override any field."""
+
+    lr: float = field(default=1e-3, metadata=doc("peak learning rate"))
+    min_lr_ratio: float = field(default=0.1, metadata=doc("cosine floor as a fraction of the peak"))
+    warmup_steps: int = field(
+        default=100, metadata=doc("linear warm-up steps (restarted at every stage)")
+    )
+    betas: tuple[float, float] = field(default=(0.9, 0.95), metadata=doc("AdamW betas"))
+    eps: float = field(default=1e-8, metadata=doc("AdamW epsilon"))
+    weight_decay: float = field(
+        default=0.1, metadata=doc("decoupled weight decay, on matrices only")
+    )
+    grad_clip: float = field(
+        default=1.0, metadata=doc("clip the global gradient norm to this (0 disables)")
+    )
+    micro_batch_size: int = field(default=8, metadata=doc("sequences per forward pass and process"))
+    grad_accum: int = field(default=1, metadata=doc("micro-batches accumulated per optimizer step"))
+
+
+@dataclass
+class GrowConfig:
+    """A growth operator applied when a stage starts."""
+
+    op: str = field(
+        metadata=doc("growth operator name from the registry (stack, interleave, zero-depth, ...)")
+    )
+    params: dict[str, Any] = field(
+        default_factory=dict, metadata=doc("operator parameters, e.g. {factor: 4}")
+    )
+
+
+@dataclass
+class StageConfig:
+    """A span of training with its own token budget, optional growth and optimiser overrides."""
+
+    name: str = field(metadata=doc("stage name: the stage's checkpoint folder is OUT/<name>/"))
+    tokens: int = field(
+        metadata=doc("training tokens of this stage (rounded up to whole optimizer steps)")
+    )
+    grow: GrowConfig | None = field(
+        default=None,
+        metadata=doc(
+            "grow the model before this stage: {op: stack, factor: 4} (keys besides op are params)"
+        ),
+    )
+    optim: dict[str, Any] = field(
+        default_factory=dict, metadata=doc("overrides of the optim section for this stage")
+    )
+    optimizer_state: Literal["fresh", "carry"] = field(
+        default="fresh",
+        metadata=doc("after growth: fresh AdamW (paper) or carry the moments through the operator"),
+    )
+
+
+@dataclass
+class RunConfig:
+    """How the run executes: precision, devices, logging and checkpoint cadence."""
+
+    precision: Literal["bf16", "fp32"] = field(
+        default="bf16", metadata=doc("bf16 autocast (fp32 master weights) or fp32")
+    )
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata=doc("auto: CUDA when available")
+    )
+    compile: bool = field(default=False, metadata=doc("torch.compile the model"))
+    parallel: Literal["ddp", "fsdp"] = field(
+        default="ddp", metadata=doc("under torchrun: DDP or FSDP2 (fully_shard)")
+    )
+    threads: int | None = field(
+        default=None, metadata=doc("torch intra-op threads per process (null: torch default)")
+    )
+    eval_every: int = field(
+        default=100, metadata=doc("evaluate every k steps (0: only at stage ends)")
+    )
+    eval_sequences: int = field(
+        default=64, metadata=doc("validation sequences per evaluation (the same ones every time)")
+    )
+    checkpoint_every: int = field(
+        default=0, metadata=doc("resumable checkpoint every k steps (0: only at stage ends)")
+    )
+    keep_checkpoints: int = field(
+        default=2, metadata=doc("resumable checkpoints kept (oldest deleted)")
+    )
+    peak_flops: float | None = field(
+        default=None,
+        metadata=doc(
+            "peak FLOP/s for MFU (null: no MFU; see bench/train_throughput.py to measure)"
+        ),
+    )
+    progress: bool = field(default=True, metadata=doc("progress bar with ETA on stderr"))
+    tensorboard: bool = field(
+        default=False, metadata=doc("also log to OUT/tensorboard (needs tensorboard)")
+    )
+    wandb_project: str | None = field(
+        default=None, metadata=doc("also log to this W&B project (needs wandb)")
+    )
+
+
+@dataclass
+class Recipe:
+    """A whole training run."""
+
+    name: str = field(default="run", metadata=doc("run name (for logs)"))
+    seed: int = field(default=0, metadata=doc("seeds model init, data order and every RNG"))
+    data: DataConfig = field(default_factory=DataConfig, metadata=doc("training data (required)"))
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=doc("model"))
+    optim: OptimConfig = field(
+        default_factory=OptimConfig, metadata=doc("optimisation (stages override fields)")
+    )
+    run: RunConfig = field(default_factory=RunConfig, metadata=doc("runtime settings"))
+    stages: list[StageConfig] = field(
+        default_factory=list, metadata=doc("training stages, in order")
+    )
+
+    def stage_optim(self, index: int) -> OptimConfig:
+        """The effective optimisation settings of stage ``index``."""
+        merged = {**dataclasses.asdict(self.optim), **self.stages[index].optim}
+        return build(OptimConfig, merged, f"stages.{index}.optim")
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply ``key=value`` overrides, resolve paths and validate."""
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidRecipe(f"recipe {str(file)!r} does not exist")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidRecipe(f"recipe {str(file)!r} is not valid YAML: {exc}") from None
+    return recipe_from_dict(raw, overrides or [], base_dir=file.resolve().parent)
+
+
+def recipe_from_dict(raw: Any, overrides: list[str], base_dir: Path | None = None) -> Recipe:
+    """Validate a parsed recipe (after overrides); relative data paths resolve from base_dir."""
+    if not isinstance(raw, dict):
+        raise InvalidRecipe("recipe: expected a mapping at the top level")
+    for item in overrides:
+        apply_override(raw, item)
+    if "data" not in raw:
+        raise InvalidRecipe(
+            "data: required section is missing (give data.sources or data.prepared)"
+        )
+    for stage in raw.get("stages") or []:
+        if isinstance(stage, dict) and isinstance(stage.get("grow"), dict):
+            stage["grow"] = _split_grow(stage["grow"])
+    recipe = build(Recipe, raw, "")
+    if base_dir is not None:
+        _resolve_paths(recipe, base_dir)
+    validate(recipe)
+    return recipe
+
+
+def _split_grow(grow: dict[str, Any]) -> dict[str, Any]:
+    """``{op: stack, factor: 4}`` -> ``{op: stack, params: {factor: 4}}``."""
+    if "params" in grow:
+        return grow
+    params = {k: v for k, v in grow.items() if k != "op"}
+    return {"op": grow.get("op"), "params": params} if "op" in grow else grow
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set a dotted key (``optim.lr=3e-4``, ``stages.1.tokens=1e6``, ``stages.grown.optim.lr``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise InvalidRecipe(f"--set {item!r}: expected key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]), item)
+    last = parts[-1]
+    if not isinstance(node, (dict, list)):
+        raise InvalidRecipe(f"--set {item!r}: {'.'.join(parts[:-1])} is not a section")
+    if isinstance(node, list):
+        node[_list_index(node, last, key, item)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, part: str, where: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, where, item)]
+    if not isinstance(node, dict):
+        raise InvalidRecipe(f"--set {item!r}: {where} is not a section")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def _list_index(node: list[Any], part: str, where: str, item: str) -> int:
+    if re.fullmatch(r"-?\d+", part):
+        index = int(part)
+        if -len(node) <= index < len(node):
+            return index
+        raise InvalidRecipe(f"--set {item!r}: {where} is out of range ({len(node)} entries)")
+    for index, entry in enumerate(node):
+        if isinstance(entry, dict) and entry.get("name") == part:
+            return index
+    raise InvalidRecipe(f"--set {item!r}: no entry named {part!r} at {where}")
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    def resolve(p: str) -> str:
+        if p == "default" or p.startswith("hf:"):
+            return p
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    data = recipe.data
+    data.sources = [resolve(s) for s in data.sources]
+    if data.prepared:
+        data.prepared = resolve(data.prepared)
+    if data.tokenizer:
+        data.tokenizer = resolve(data.tokenizer)
+    if recipe.model.init:
+        recipe.model.init = resolve(recipe.model.init)
+
+
+def validate(recipe: Recipe) -> None:
+    """Checks that need no model or data: each failure is one line naming the key."""
+    data = recipe.data
+    if not data.sources and not data.prepared:
+        raise InvalidRecipe("data: give data.sources or data.prepared")
+    _check(recipe.seed >= 0, "seed must be >= 0")
+    _check(data.seq_len >= 1, "data.seq_len must be >= 1")
+    _check(0 <= data.val_fraction < 0.5, "data.val_fraction must be in [0, 0.5)")
+    _check(data.vocab_size >= 257, "data.vocab_size must be >= 257")
+    if "vocab_size" in recipe.model.config:
+        raise InvalidRecipe("model.config.vocab_size: set by the tokenizer; remove it")
+    run = recipe.run
+    _check(
+        run.eval_every >= 0 and run.checkpoint_every >= 0,
+        "run.eval_every and run.checkpoint_every must be >= 0",
+    )
+    _check(run.eval_sequences >= 1, "run.eval_sequences must be >= 1")
+    _check(run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1")
+    _check(run.peak_flops is None or run.peak_flops > 0, "run.peak_flops must be > 0")
+    if not recipe.stages:
+        raise InvalidRecipe("stages: at least one stage is required")
+    names: set[str] = set()
+    for index, stage in enumerate(recipe.stages):
+        where = f"stages.{index}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", stage.name):
+            raise InvalidRecipe(f"{where}.name: {stage.name!r} is not a valid folder name")
+        _check(stage.name not in RESERVED_STAGE_NAMES, f"{where}.name: {stage.name!r} is reserved")
+        _check(stage.name not in names, f"{where}.name: duplicate stage name {stage.name!r}")
+        names.add(stage.name)
+        _check(stage.tokens > 0, f"{where}.tokens must be > 0")
+        if stage.grow is not None and index == 0 and recipe.model.init is None:
+            raise InvalidRecipe(
+                f"{where}.grow: the first stage can only grow a model.init checkpoint"
+            )
+        if stage.optimizer_state == "carry" and stage.grow is None:
+            raise InvalidRecipe(f"{where}.optimizer_state: 'carry' needs a grow step")
+        _validate_optim(recipe.stage_optim(index), f"{where}.optim")
+
+
+def _validate_optim(o: OptimConfig, where: str) -> None:
+    _check(o.lr > 0, f"{where}.lr must be > 0, got {o.lr}")
+    _check(0 <= o.min_lr_ratio <= 1, f"{where}.min_lr_ratio must be in [0, 1]")
+    _check(o.warmup_steps >= 0, f"{where}.warmup_steps must be >= 0")
+    _check(all(0 <= b < 1 for b in o.betas), f"{where}.betas must be in [0, 1)")
+    _check(o.eps > 0, f"{where}.eps must be > 0")
+    _check(o.weight_decay >= 0, f"{where}.weight_decay must be >= 0")
+    _check(o.grad_clip >= 0, f"{where}.grad_clip must be >= 0")
+    _check(o.micro_batch_size >= 1, f"{where}.micro_batch_size must be >= 1")
+    _check(o.grad_accum >= 1, f"{where}.grad_accum must be >= 1")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidRecipe(message)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain data (for saving next to the run and in checkpoints)."""
+    out = dataclasses.asdict(recipe)
+    out["optim"]["betas"] = list(recipe.optim.betas)
+    return out
+
+
+__all__ = [
+    "DataConfig",
+    "GrowConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "Recipe",
+    "RunConfig",
+    "StageConfig",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+]
