@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from growlm.errors import GrowlmError
 
@@ -88,10 +88,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from growlm import __version__
 
-    p = argparse.ArgumentParser(prog="growlm", description=__doc__)
+    p = _Parser(prog="growlm", description=__doc__)
     p.add_argument("--version", action="version", version=f"growlm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

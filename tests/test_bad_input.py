@@ -277,6 +277,22 @@ def test_not_enough_disk_refused_up_front(capsys, llama, tmp_path, monkeypatch):
     one_line(err, "not enough disk")
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--factor", "2.5"], "--factor: expected an integer, got '2.5'"),
+        (["--dtype", "int8"], "invalid choice: 'int8'"),
+        ([], "the following arguments are required: --op"),
+    ],
+)
+def test_bad_cli_arguments_one_line(llama, tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as exc:
+        main(["grow", str(llama), str(tmp_path / "out"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: growlm grow: ") and "\n" not in err and needle in err, err
+
+
 def test_console_script_exit_code_and_single_line(llama, tmp_path):
     from pathlib import Path
 

@@ -67,6 +67,7 @@ def _from_recipe(path: Path) -> ModelSpec:
     model = (raw or {}).get("model") or {}
     config = dict(model.get("config") or {})
     config.setdefault("vocab_size", int(((raw or {}).get("data") or {}).get("vocab_size", 8192)))
+    config.setdefault("tie_word_embeddings", False)  # as the trainer builds recipe models
     # A recipe's model is its first stage; the target is that model after every stack growth.
     factor = 1
     for stage in raw.get("stages") or []:

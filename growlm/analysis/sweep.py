@@ -98,7 +98,11 @@ def plan_grid(
         size, overrides = parse_size(size_text)
         config = {**recipe["model"]["config"], **overrides}
         layers = int(overrides.get("num_hidden_layers", target_layers))
-        target = ModelSpec(recipe["model"]["type"], {**config, "vocab_size": vocab})
+        # the trainer unties the head unless the recipe says otherwise: count N the same way
+        target = ModelSpec(
+            recipe["model"]["type"],
+            {"tie_word_embeddings": False, **config, "vocab_size": vocab},
+        )
         target = target.with_layers(layers)
         n_target = count_params(target)
         for budget in budgets or [total]:

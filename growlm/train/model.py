@@ -50,11 +50,17 @@ def load_config(folder: Path) -> PretrainedConfig:
     file = folder / "config.json"
     if not file.is_file():
         raise InvalidRecipe(f"model.init: {str(folder)!r} has no config.json")
-    raw = json.loads(file.read_text())
-    model_type = raw.pop("model_type", None)
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRecipe(f"model.init: {str(file)!r} is not valid JSON") from None
+    model_type = raw.pop("model_type", None) if isinstance(raw, dict) else None
     if model_type is None:
         raise InvalidRecipe(f"model.init: {str(file)!r} has no model_type")
-    config = AutoConfig.for_model(model_type, **raw)
+    try:
+        config = AutoConfig.for_model(model_type, **raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidRecipe(f"model.init: {str(file)!r}: {exc}") from None
     config.use_cache = False
     return config
 
