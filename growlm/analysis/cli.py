@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.analysis.errors import AnalysisError
+from growlm.io.atomic import write_text_atomic
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
@@ -182,7 +183,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         out["runs"][run.name] = entry
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
     if args.json:
         print(json.dumps(out))
         return 0

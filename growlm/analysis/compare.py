@@ -19,6 +19,7 @@ from growlm.analysis.errors import AnalysisError, FitFailed
 from growlm.analysis.fit import PowerLawFit, extrapolated_speedup, fit_power_law
 from growlm.analysis.runs import Run, load_run, unique_names
 from growlm.analysis.speedup import shared_levels, speedup_at
+from growlm.io.atomic import write_text_atomic
 
 
 def compare_runs(
@@ -101,10 +102,10 @@ def compare(
 
         images = plot_comparison(runs, summary, out_dir)
     summary["plots"] = images
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")
     from growlm.analysis.report import comparison_report
 
-    (out_dir / "report.md").write_text(comparison_report(summary, images))
+    write_text_atomic(out_dir / "report.md", comparison_report(summary, images))
     return summary
 
 

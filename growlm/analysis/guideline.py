@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.analysis.errors import InvalidGuideline
+from growlm.io.atomic import write_text_atomic
 
 PAPER_PARAMS_RANGE = (4.1e8, 7e9)
 PAPER_COMPUTE_RANGE = (1e20, 3.2e22)  # inferred, see the module docstring
@@ -119,4 +120,4 @@ def _pair(value: Any, default: tuple[float, float]) -> tuple[float, float]:
 
 
 def save_guideline(guideline: Guideline, path: Path | str) -> None:
-    Path(path).write_text(json.dumps(guideline.to_json(), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(guideline.to_json(), indent=2) + "\n")

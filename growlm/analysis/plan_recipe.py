@@ -12,6 +12,7 @@ import yaml
 from growlm.analysis.errors import AnalysisError
 from growlm.analysis.params import ModelSpec
 from growlm.analysis.plan import Plan
+from growlm.io.atomic import write_text_atomic
 
 _DROP = {"architectures", "transformers_version", "torch_dtype", "dtype", "vocab_size", "auto_map"}
 BASE_LR = 1e-3
@@ -68,7 +69,7 @@ def write_plan_recipe(plan: Plan, model: ModelSpec, path: Path | str) -> Path:
         f"# ({plan.guideline['source']}). Edit data/run to taste; train with growlm train.\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(header + yaml.safe_dump(recipe, sort_keys=False))
+    write_text_atomic(out, header + yaml.safe_dump(recipe, sort_keys=False))
     return out
 
 

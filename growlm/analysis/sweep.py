@@ -20,6 +20,7 @@ import yaml
 
 from growlm.analysis.errors import AnalysisError, FitFailed
 from growlm.analysis.params import ModelSpec, count_params
+from growlm.io.atomic import write_text_atomic
 
 STACK_OPS = ("stack", "direct-depth", "G_stack", "G_direct")
 
@@ -241,6 +242,6 @@ def analyse(runs: list[SweepRun], out_dir: Path, plots: bool = True) -> dict[str
         results["guideline"] = guideline.to_json()
     except FitFailed as exc:
         results["guideline"] = {"error": str(exc)}
-    (out_dir / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "report.md").write_text(sweep_report(results))
+    write_text_atomic(out_dir / "sweep.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(out_dir / "report.md", sweep_report(results))
     return results

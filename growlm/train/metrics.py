@@ -11,6 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from growlm.errors import InvalidRecipe
+from growlm.io.atomic import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -109,7 +110,7 @@ def truncate_after(path: Path, step: int) -> None:
             continue
         if int(record.get("step", 0)) <= step:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
