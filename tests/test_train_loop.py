@@ -158,6 +158,17 @@ def test_a_second_run_into_the_same_folder_is_refused(run):
         train(load_recipe(TINY, OVERRIDES), out)
 
 
+def test_resume_refuses_changed_optimisation_of_trained_stages(run, monkeypatch):
+    from growlm.errors import InvalidRecipe
+
+    out, _ = run
+    monkeypatch.setenv("GROWLM_CACHE", str(out.parent / "cache"))
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(InvalidRecipe, match="optim: differs for stage 'base'"):
+        train(load_recipe(TINY, [*OVERRIDES, "optim.lr=1e-2"]), out, resume=True)
+    assert (out / "metrics.jsonl").read_text() == before
+
+
 def test_moments_follow_the_growth_operator():
     torch.manual_seed(0)
     mc = ModelConfig(

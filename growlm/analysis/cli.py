@@ -302,7 +302,9 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--data", type=Path, help="text file, folder of text, or prepared shards")
     p.add_argument("--max-length", type=int, help="window tokens (default: max positions)")
     p.add_argument("--stride", type=int, help="new tokens per window (default: half)")
-    p.add_argument("--max-tokens", type=int, help="score at most this many shard tokens")
+    p.add_argument(
+        "--max-tokens", type=int, help="score at most this many shard tokens (default 1M)"
+    )
     p.add_argument(
         "--tasks",
         nargs="+",

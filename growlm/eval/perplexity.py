@@ -112,7 +112,8 @@ def perplexity(
     streams: list[list[int]] = []
     if token_ids is not None:
         streams = [token_ids]
-        nbytes += len(tokenizer.decode(token_ids).encode("utf-8"))
+        # bytes of the text itself: separators (EOS) are not text
+        nbytes += len(tokenizer.decode(token_ids, skip_special_tokens=True).encode("utf-8"))
     for doc in documents or []:
         if doc.strip():
             streams.append(tokenizer(doc, add_special_tokens=False)["input_ids"])
@@ -130,6 +131,9 @@ def perplexity(
     )
 
 
+DEFAULT_SHARD_TOKENS = 1_000_000
+
+
 def shard_token_ids(folder: Path | str, max_tokens: int | None = None) -> list[int]:
     """The validation split of a ``growlm data prepare`` folder as one token stream."""
     from growlm.data.shards import open_shards
@@ -138,8 +142,13 @@ def shard_token_ids(folder: Path | str, max_tokens: int | None = None) -> list[i
     parts = shards.splits.get("val") or []
     if not parts:
         raise EvalError(f"{str(folder)!r} has no validation shards")
-    ids = [int(t) for part in parts for t in part[: max_tokens or None]]
-    return ids[: max_tokens or None]
+    cap = max_tokens or DEFAULT_SHARD_TOKENS  # a whole corpus as Python ints would not fit
+    ids: list[int] = []
+    for part in parts:
+        ids.extend(int(t) for t in part[: cap - len(ids)])
+        if len(ids) >= cap:
+            break
+    return ids
 
 
 def is_shards(path: Path | str) -> bool:

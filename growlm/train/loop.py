@@ -214,6 +214,14 @@ class Trainer:
         done = ckpt.state["progress"]["stage"]
         if saved.get("stages", [])[: done + 1] != current["stages"][: done + 1]:
             raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
+        for i in range(done + 1):  # the effective optimisation of every stage begun so far
+            before = {**saved.get("optim", {}), **saved["stages"][i].get("optim", {})}
+            now = {**current["optim"], **current["stages"][i].get("optim", {})}
+            if before != now:
+                raise InvalidRecipe(
+                    f"optim: differs for stage {current['stages'][i]['name']!r}, already trained "
+                    f"in {str(self.out)!r}; change optimisation only for stages not begun"
+                )
         return ckpt
 
     # ---- models -------------------------------------------------------------------------
