@@ -43,3 +43,7 @@ class InvalidRecipe(GrowlmError):
 
 class InvalidData(GrowlmError):
     """Corpus, tokenizer or token shards that cannot be used."""
+
+
+class NumericalFault(GrowlmError):
+    """Training produced a non-finite loss or gradient; the step was not applied."""

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from growlm.data.sampler import WindowSampler
-from growlm.errors import InvalidRecipe, OutputExists
+from growlm.errors import InvalidRecipe, NumericalFault, OutputExists
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     Checkpoint,
@@ -313,6 +313,8 @@ class Trainer:
             set_lr(optimizer, lr)
             batch = self.data.train.batch(self.sampler.take(self._global_batch(cfg)))
             loss, grad_norm = self._step(model, optimizer, batch, cfg)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                self._numerical_fault(progress.step + 1, stage.name, loss, grad_norm)
             if self.ctx.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
@@ -380,10 +382,13 @@ class Trainer:
             total += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         mean = distributed.all_reduce_sum(self.ctx, total / accum) / self.ctx.world_size
-        return float(mean), float(_local(norm))
+        loss_value, norm_value = float(mean), float(_local(norm))
+        # both values are the same on every rank (all-reduced), so every rank decides alike
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm_value
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, micro: int) -> float:
@@ -414,6 +419,17 @@ class Trainer:
         distributed.reshard(model)
         sums = distributed.all_reduce_sum(self.ctx, sums)
         return float(sums[0] / sums[1])
+
+    def _numerical_fault(self, step: int, stage: str, loss: float, grad_norm: float) -> None:
+        """Stop before a non-finite step touches the weights or any checkpoint."""
+        found = list_checkpoints(self.out)
+        last = str(found[-1]) if found else "none (no checkpoint was written yet)"
+        raise NumericalFault(
+            f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {step} "
+            f"(stage {stage!r}; loss {loss}, grad norm {grad_norm}); the step was not applied and "
+            f"the last good checkpoint is {last}: resume with --resume and a lower optim.lr "
+            f"(e.g. --set stages.{stage}.optim.lr=...)"
+        )
 
     # ---- persistence --------------------------------------------------------------------
     def _elapsed(self) -> float:

@@ -1,0 +1,54 @@
+"""A non-finite loss stops the run with one line naming the step; the weights are not touched
+and the last good checkpoint stays resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from growlm.errors import NumericalFault
+from growlm.train.loop import train
+from growlm.train.recipe import load_recipe
+
+TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
+
+
+def test_nan_loss_stops_at_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
+    real = F.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned(logits, targets, *args, **kwargs):
+        out = real(logits, targets, *args, **kwargs)
+        if kwargs.get("reduction", "mean") == "mean":  # training steps, not evaluation
+            calls["train"] += 1
+            if calls["train"] == 6:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
+    recipe = load_recipe(
+        TINY,
+        [
+            "stages.base.tokens=4096",
+            "stages.grown.tokens=4096",
+            "run.checkpoint_every=2",
+            "run.eval_every=0",
+            "run.eval_sequences=8",
+        ],
+    )
+    out = tmp_path / "run"
+    with pytest.raises(NumericalFault) as err:
+        train(recipe, out)
+    message = str(err.value)
+    assert "non-finite loss at step 6 (stage 'base'" in message
+    assert "step-00000004" in message and "\n" not in message
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # the faulty step is not logged
+    weights = load_file(str(out / "checkpoints" / "step-00000004" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
