@@ -32,16 +32,14 @@ def test_nan_loss_stops_at_the_step_and_keeps_the_last_checkpoint(tmp_path, monk
         return out
 
     monkeypatch.setattr(F, "cross_entropy", poisoned)
-    recipe = load_recipe(
-        TINY,
-        [
-            "stages.base.tokens=4096",
-            "stages.grown.tokens=4096",
-            "run.checkpoint_every=2",
-            "run.eval_every=0",
-            "run.eval_sequences=8",
-        ],
-    )
+    sets = [
+        "stages.base.tokens=4096",
+        "stages.grown.tokens=4096",
+        "run.checkpoint_every=2",
+        "run.eval_every=0",
+        "run.eval_sequences=8",
+    ]
+    recipe = load_recipe(TINY, sets)
     out = tmp_path / "run"
     with pytest.raises(NumericalFault) as err:
         train(recipe, out)
@@ -52,3 +50,9 @@ def test_nan_loss_stops_at_the_step_and_keeps_the_last_checkpoint(tmp_path, monk
     assert steps == [1, 2, 3, 4, 5]  # the faulty step is not logged
     weights = load_file(str(out / "checkpoints" / "step-00000004" / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values())
+    # recovery: resume the stage in progress with a lower lr (allowed), and finish the run
+    monkeypatch.setattr(F, "cross_entropy", real)
+    train(load_recipe(TINY, [*sets, "stages.base.optim.lr=1e-3"]), out, resume=True)
+    assert (out / "final" / "model.safetensors").exists()
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 17))

@@ -212,15 +212,33 @@ class Trainer:
                     f"{key}: differs from the recipe of the run being resumed in {str(self.out)!r}"
                 )
         done = ckpt.state["progress"]["stage"]
-        if saved.get("stages", [])[: done + 1] != current["stages"][: done + 1]:
+        finished = bool(ckpt.state["progress"].get("stage_done"))
+        before_stages = saved.get("stages", [])
+        if len(before_stages) <= done or len(current["stages"]) <= done:
             raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
-        for i in range(done + 1):  # the effective optimisation of every stage begun so far
-            before = {**saved.get("optim", {}), **saved["stages"][i].get("optim", {})}
-            now = {**current["optim"], **current["stages"][i].get("optim", {})}
-            if before != now:
+        for i in range(done + 1):
+            a, b = dict(before_stages[i]), dict(current["stages"][i])
+            if i == done and not finished:
+                # the stage in progress may change its optimisation (e.g. a lower lr after a
+                # numerical fault); everything else about it must stay
+                a.pop("optim", None), b.pop("optim", None)
+                if a != b:
+                    raise InvalidRecipe(
+                        f"stages: stage {b.get('name')!r} in progress differs from the resumed "
+                        "run's (only its optim may change)"
+                    )
+                continue
+            if a != b:
                 raise InvalidRecipe(
-                    f"optim: differs for stage {current['stages'][i]['name']!r}, already trained "
-                    f"in {str(self.out)!r}; change optimisation only for stages not begun"
+                    "stages: the stages already trained differ from the resumed run's"
+                )
+            if {**saved.get("optim", {}), **a.get("optim", {})} != {
+                **current["optim"],
+                **b.get("optim", {}),
+            }:
+                raise InvalidRecipe(
+                    f"optim: differs for stage {b.get('name')!r}, already trained in "
+                    f"{str(self.out)!r}; change optimisation only for stages not finished"
                 )
         return ckpt
 
