@@ -60,6 +60,9 @@ class Progress:
     attn_flops: float = 0.0
     elapsed: float = 0.0
     sampler: dict[str, int] = field(default_factory=dict)
+    lr_scale: float = 1.0  # lowered by skipped non-finite steps (run.on_nonfinite: skip)
+    skipped: int = 0
+    loss_avg: float | None = None  # recent average loss, for spike events
 
 
 @dataclass
@@ -327,12 +330,16 @@ class Trainer:
         record: dict[str, Any] = {}
         while progress.stage_step < total:
             started = time.perf_counter()
-            lr = lr_at(progress.stage_step, total, cfg)
+            lr = lr_at(progress.stage_step, total, cfg) * progress.lr_scale
             set_lr(optimizer, lr)
             batch = self.data.train.batch(self.sampler.take(self._global_batch(cfg)))
             loss, grad_norm = self._step(model, optimizer, batch, cfg)
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                self._numerical_fault(progress.step + 1, stage.name, loss, grad_norm)
+            finite = math.isfinite(loss) and math.isfinite(grad_norm)
+            if not finite:
+                if run.on_nonfinite == "stop" or progress.skipped >= run.max_skipped_steps:
+                    self._numerical_fault(progress.step + 1, stage.name, loss, grad_norm)
+                progress.skipped += 1  # the batch is dropped; lower the lr from here on
+                progress.lr_scale *= run.skip_lr_factor
             if self.ctx.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
@@ -349,12 +356,23 @@ class Trainer:
                 "tokens": progress.tokens,
                 "flops": progress.flops,
                 "attn_flops": progress.attn_flops,
-                "loss": loss,
+                "loss": loss if finite else None,
                 "lr": lr,
-                "grad_norm": grad_norm,
+                "grad_norm": grad_norm if finite else None,
                 "tokens_per_s": tokens / seconds,
                 "elapsed": round(progress.elapsed, 3),
             }
+            if not finite:
+                record["event"] = "skipped_nonfinite"
+            elif (
+                run.spike_factor
+                and progress.loss_avg is not None
+                and loss > run.spike_factor * progress.loss_avg
+            ):
+                record["event"] = "loss_spike"
+            if finite:  # exponential average over ~20 steps
+                avg = progress.loss_avg
+                progress.loss_avg = loss if avg is None else 0.95 * avg + 0.05 * loss
             if run.peak_flops:
                 achieved = (flops_tok + attn_tok) * tokens / seconds
                 record["mfu"] = achieved / (run.peak_flops * self.ctx.world_size)

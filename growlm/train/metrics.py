@@ -75,7 +75,11 @@ class MetricsLogger:
         step = int(record["step"])
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
-            shown = {"stage": record.get("stage"), "loss": f"{record.get('loss', 0.0):.3f}"}
+            loss = record.get("loss")
+            shown = {
+                "stage": record.get("stage"),
+                "loss": "skipped" if loss is None else f"{loss:.3f}",
+            }
             if "val_loss" in record:
                 shown["val"] = f"{record['val_loss']:.3f}"
             self._bar.set_postfix(shown, refresh=False)

@@ -170,6 +170,25 @@ class RunConfig:
         ),
     )
     progress: bool = field(default=True, metadata=doc("progress bar with ETA on stderr"))
+    on_nonfinite: Literal["stop", "skip"] = field(
+        default="stop",
+        metadata=doc(
+            "a non-finite loss or gradient: stop (the step is not applied), or skip the batch "
+            "and multiply the lr by skip_lr_factor for the rest of the run"
+        ),
+    )
+    max_skipped_steps: int = field(
+        default=10, metadata=doc("with on_nonfinite: skip, stop after this many skipped steps")
+    )
+    skip_lr_factor: float = field(
+        default=0.5, metadata=doc("lr multiplier applied at every skipped step (0 < f <= 1)")
+    )
+    spike_factor: float = field(
+        default=0.0,
+        metadata=doc(
+            "log an event when a step's loss exceeds this multiple of its recent average (0: off)"
+        ),
+    )
     tensorboard: bool = field(
         default=False, metadata=doc("also log to OUT/tensorboard (needs tensorboard)")
     )
@@ -318,6 +337,9 @@ def validate(recipe: Recipe) -> None:
         "run.eval_every and run.checkpoint_every must be >= 0",
     )
     _check(run.eval_sequences >= 1, "run.eval_sequences must be >= 1")
+    _check(run.max_skipped_steps >= 0, "run.max_skipped_steps must be >= 0")
+    _check(0 < run.skip_lr_factor <= 1, "run.skip_lr_factor must be in (0, 1]")
+    _check(run.spike_factor == 0 or run.spike_factor > 1, "run.spike_factor must be 0 or > 1")
     _check(run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1")
     _check(run.peak_flops is None or run.peak_flops > 0, "run.peak_flops must be > 0")
     if not recipe.stages:
