@@ -58,17 +58,26 @@ def _derived_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return conf.to_dict(), tied
 
 
-def plan_checkpoint(src: SourceCheckpoint, op: str, params: dict[str, Any], seed: int = 0) -> Plan:
-    spec = spec_for(src.config.get("model_type"))
-    cfg = src.config
+def _plan(
+    cfg: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    op: str,
+    params: dict[str, Any],
+    seed: int,
+) -> Plan:
+    """The plan for a config and its tensor shapes (disk and in-memory growth alike)."""
+    spec = spec_for(cfg.get("model_type"))
     keys = spec.keys
-    # transformers (slow to import) completes the config only when config.json lacks something
+    # transformers (slow to import) completes the config only when it lacks something
     if any(k not in cfg for k in (*keys.per_layer, keys.eps)):
         derived, tied = _derived_config(cfg)
     else:
         derived, tied = {}, bool(cfg.get("tie_word_embeddings", spec.tie_default))
-    shapes = {n: src.shape(n) for n in src.names}
     return build_plan(spec, cfg, derived, shapes, op, params, tied, seed)
+
+
+def plan_checkpoint(src: SourceCheckpoint, op: str, params: dict[str, Any], seed: int = 0) -> Plan:
+    return _plan(src.config, {n: src.shape(n) for n in src.names}, op, params, seed)
 
 
 def _params(**kw: Any) -> dict[str, Any]:
@@ -257,13 +266,7 @@ def grow_tensors(
     from transformers import AutoConfig, PretrainedConfig
 
     cfg = config.to_dict() if isinstance(config, PretrainedConfig) else dict(config)
-    spec = spec_for(cfg.get("model_type"))
-    derived, tied = _derived_config(cfg)
-    shapes = {n: tuple(t.shape) for n, t in tensors.items()}
-    if tied:
-        head = spec.head.name
-        shapes.pop(head, None)
-    plan = build_plan(spec, cfg, derived, shapes, op, params, tied, seed)
+    plan = _plan(cfg, {n: tuple(t.shape) for n, t in tensors.items()}, op, params, seed)
     new = dict(plan.execute(tensors.__getitem__, mode=fill, clone=True))
     new_cfg = dict(plan.config)
     model_type = new_cfg.pop("model_type")

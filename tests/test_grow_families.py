@@ -121,7 +121,7 @@ def test_per_layer_config_lists_follow_layers(tiny_dir, tmp_path):
 
 def test_growth_json_and_side_files(tiny_dir, tmp_path):
     src = tiny_dir("llama")
-    (src / "generation_config.json").exists()
+    assert (src / "generation_config.json").exists()
     out = tmp_path / "o"
     growlm.grow(src, out, "stack", factor=3, dtype="bfloat16")
     record = json.loads((out / "growth.json").read_text())

@@ -20,18 +20,7 @@ TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 
 def test_nan_loss_stops_at_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
-    real = F.cross_entropy
-    calls = {"train": 0}
-
-    def poisoned(logits, targets, *args, **kwargs):
-        out = real(logits, targets, *args, **kwargs)
-        if kwargs.get("reduction", "mean") == "mean":  # training steps, not evaluation
-            calls["train"] += 1
-            if calls["train"] == 6:
-                return out * float("nan")
-        return out
-
-    monkeypatch.setattr(F, "cross_entropy", poisoned)
+    real = _poison(monkeypatch, {6}, float("nan"))
     sets = [
         "stages.base.tokens=4096",
         "stages.grown.tokens=4096",
@@ -58,7 +47,9 @@ def test_nan_loss_stops_at_the_step_and_keeps_the_last_checkpoint(tmp_path, monk
     assert steps == list(range(1, 17))
 
 
-def _poison(monkeypatch, bad_calls: set[int]):
+def _poison(monkeypatch, bad_calls: set[int], factor: float = float("inf")):
+    """Make the training loss non-finite (times ``factor``) on the given training calls;
+    evaluation (reduction="sum") is left alone. Returns the real cross_entropy."""
     real = F.cross_entropy
     calls = {"train": 0}
 
@@ -67,10 +58,11 @@ def _poison(monkeypatch, bad_calls: set[int]):
         if kwargs.get("reduction", "mean") == "mean":
             calls["train"] += 1
             if calls["train"] in bad_calls:
-                return out * float("inf")
+                return out * factor
         return out
 
     monkeypatch.setattr(F, "cross_entropy", poisoned)
+    return real
 
 
 SKIP = [

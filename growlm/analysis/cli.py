@@ -115,8 +115,6 @@ def _add_compare(sub: Any) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from growlm.analysis.compare import compare
 
-    if len(args.runs) < 2:
-        raise AnalysisError("compare needs a reference run and at least one other run")
     summary = compare(
         args.runs,
         args.out,

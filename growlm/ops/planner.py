@@ -22,8 +22,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from growlm.arch import BUFFERS, ArchSpec, TensorSpec
 from growlm.errors import CorruptCheckpoint, InvalidGrowth
 from growlm.ops.axes import AxisMap, Shape, axis_maps
@@ -392,9 +390,9 @@ def _validate_tensors(
                     f"{n} layers; the weights and config.json disagree"
                 )
             expected.add(name)
-    for head_name in (naming.find(spec.head),):
-        if tied and head_name is not None:
-            expected.add(head_name)  # a saved tied head is ignored: it is the embedding
+    head_name = naming.find(spec.head)
+    if tied and head_name is not None:
+        expected.add(head_name)  # a saved tied head is ignored: it is the embedding
     unknown = sorted(
         nm for nm in shapes if nm not in expected and not any(nm.endswith(b) for b in BUFFERS)
     )
@@ -437,7 +435,3 @@ def _new_config(
             if isinstance(eps, (int, float)):
                 out[k.eps] = float(eps) * width.src.hidden / width.new.hidden
     return out
-
-
-def dtype_of(name: str) -> torch.dtype:
-    return getattr(torch, name)

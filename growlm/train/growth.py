@@ -10,23 +10,18 @@ import torch
 from transformers import PretrainedConfig
 
 from growlm.errors import GrowlmError, InvalidRecipe
+from growlm.grow import grow_tensors
 from growlm.train.model import build_model, param_count
 from growlm.train.recipe import GrowConfig
 
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
 
 
-def _grow_tensors(*args: Any, **kwargs: Any) -> Any:
-    from growlm.grow import grow_tensors  # the operator library, imported when growth is used
-
-    return grow_tensors(*args, **kwargs)
-
-
 def grow_weights(
     config: PretrainedConfig, weights: dict[str, torch.Tensor], grow: GrowConfig, seed: int = 0
 ) -> tuple[PretrainedConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(grown config, grown weights, operator report); ``seed`` drives random fills."""
-    new_config, new_weights, report = _grow_tensors(
+    new_config, new_weights, report = grow_tensors(
         config, weights, grow.op, dict(grow.params), fill="weights", seed=seed
     )
     new_config.use_cache = False
@@ -47,7 +42,7 @@ def grow_moments(
     grown: dict[str, dict[str, torch.Tensor]] = {}
     for key in MOMENT_KEYS:
         moments = {name: entry[key] for name, entry in optim_state.items()}
-        _, new_moments, _ = _grow_tensors(
+        _, new_moments, _ = grow_tensors(
             config, moments, grow.op, dict(grow.params), fill="moments", seed=seed
         )
         for name, tensor in new_moments.items():
