@@ -128,7 +128,7 @@ def test_growth_that_does_not_enlarge_is_rejected(monkeypatch):
     import growlm.train.growth as growth
 
     # an operator that returns the model unchanged (the registry itself refuses such params)
-    monkeypatch.setattr(growth, "_grow_tensors", lambda cfg, tensors, *a, **k: (cfg, tensors, {}))
+    monkeypatch.setattr(growth, "grow_tensors", lambda cfg, tensors, *a, **k: (cfg, tensors, {}))
     recipe = recipe_from_dict(_tiny_raw(), [])
     config = build_config(recipe.model, 512, 0)
     with pytest.raises(
