@@ -14,7 +14,7 @@ def sample_tokens(model_dir: Path, vocab_size: int, length: int = 64) -> torch.T
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
         text = resources.files("growlm").joinpath("assets/sample.txt").read_text()
         ids = tok(text, return_tensors="pt")["input_ids"][:, :length]
         if ids.numel() >= 8 and int(ids.max()) < vocab_size:
@@ -36,7 +36,10 @@ def load_fp32(path: Path) -> Any:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    # growlm grows only the families of growlm/arch: never code shipped in the folder
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, trust_remote_code=False
+    )
     return model.eval()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -24,6 +25,8 @@ def _grow(args: argparse.Namespace) -> int:
         drop=args.drop,
         num_layers=args.num_layers,
         placement=args.placement,
+        block=args.block,
+        copies=args.copies,
         hidden_size=args.hidden_size,
         intermediate_size=args.intermediate_size,
         num_heads=args.num_heads,
@@ -34,6 +37,12 @@ def _grow(args: argparse.Namespace) -> int:
         force=args.force,
         seed=args.seed,
         shard_size=args.shard_size,
+        steps=args.steps,
+        lr=args.lr,
+        data=args.data,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        progress=None if args.json else _map_progress(args.steps),
     )
     if args.json:
         print(json.dumps(report))
@@ -47,6 +56,10 @@ def _grow(args: argparse.Namespace) -> int:
         "src_params",
         "out_params",
         "function_preserving",
+        "steps",
+        "tokens",
+        "loss_first",
+        "loss_last",
         "max_abs_logit_diff",
         "loss_before",
         "loss_after",
@@ -59,6 +72,17 @@ def _grow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map_progress(steps: int | None) -> Callable[[int, float], None]:
+    """Map-training progress on stderr, about ten lines per run."""
+    every = max(1, (steps or 1) // 10)
+
+    def show(step: int, loss: float) -> None:
+        if (step + 1) % every == 0 or step == 0 or step + 1 == steps:
+            print(f"map step {step + 1}/{steps}: loss {loss:.4f}", file=sys.stderr, flush=True)
+
+    return show
+
+
 def _ops(args: argparse.Namespace) -> int:
     from growlm.arch import FAMILIES
     from growlm.ops.registry import OPERATORS
@@ -66,7 +90,7 @@ def _ops(args: argparse.Namespace) -> int:
     print("operators:")
     for op in OPERATORS:
         alias = f" (aka {', '.join(op.aliases)})" if op.aliases else ""
-        status = "" if op.kind != "trains" else " [reserved: needs training]"
+        status = "" if op.kind != "trains" else " [trains its map: --steps K --data PATH]"
         print(f"  {op.name:<14} {op.description}{alias}{status}")
         print(f"  {'':<14} function-preserving: {op.preserving}; {op.paper}")
     print("architectures:")
@@ -109,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--op",
         required=True,
         help="operator, e.g. stack, interleave, layers, solar, zero-depth, "
-        "random-depth, direct-width, zero-width, random-width; depth+width "
-        "combine with '+' (stack+direct-width). `growlm ops` lists them",
+        "random-depth, direct-width, zero-width, random-width, learn-depth, learn-width; "
+        "depth+width combine with '+' (stack+direct-width, learn-depth+learn-width). "
+        "`growlm ops` lists them",
     )
     g.add_argument("--factor", type=_positive_int, help="growth factor g (depth operators)")
     g.add_argument("--layers", help="explicit source layer list for --op layers, e.g. 0,1,2,1,2,3")
@@ -125,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("interleave", "append"),
         help="where zero-depth / random-depth put new blocks (default interleave)",
     )
+    g.add_argument("--block", type=_positive_int, help="top / midas: layers in the copied block")
+    g.add_argument("--copies", type=_positive_int, help="top: copies of the top block (default 1)")
     g.add_argument("--hidden-size", type=_positive_int)
     g.add_argument("--intermediate-size", type=_positive_int)
     g.add_argument("--num-heads", type=_positive_int)
@@ -134,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "bfloat16", "float16"),
         help="output dtype (default: as the source)",
     )
+    g.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="learn-depth / learn-width: map-training steps (0 = the initial map: stack)",
+    )
+    g.add_argument("--lr", type=float, help="learn-*: learning rate of the maps (default 1e-3)")
+    g.add_argument(
+        "--data",
+        help="learn-*: training text (file or folder of .txt, tokenized with SRC's tokenizer) "
+        "or a `growlm data prepare` folder",
+    )
+    g.add_argument("--seq-len", type=_positive_int, help="learn-*: tokens per window (128)")
+    g.add_argument("--batch-size", type=_positive_int, help="learn-*: windows per step (8)")
     g.add_argument("--dry-run", action="store_true", help="print the plan, touch no weights")
     g.add_argument(
         "--check",
@@ -195,11 +235,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except GrowlmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _user_error(e)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        return _user_error(_environment_error(e))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+# OS errors that describe the machine, not a bug: a full or read-only disk, missing permissions.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _environment_error(e: OSError) -> GrowlmError:
+    from growlm.errors import DiskFull, OutputNotWritable
+
+    where = f" {e.filename!s}" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"disk full writing{where}: free space, then run the same command again")
+    return OutputNotWritable(
+        f"cannot access{where}: {e.strerror}; fix the permissions or choose another path"
+    )
+
+
+def _user_error(e: GrowlmError) -> int:
+    """Print a typed error as one line; the exit code is the error's."""
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code
 
 
 if __name__ == "__main__":

@@ -34,7 +34,11 @@ class OutputExists(GrowlmError):
 
 
 class DiskFull(GrowlmError):
-    """Writing the output ran out of space."""
+    """Writing the output ran out of space (or obviously would: refused up front)."""
+
+
+class OutputNotWritable(GrowlmError):
+    """The output location cannot be written (permissions, read-only disk, a file in the way)."""
 
 
 class InvalidRecipe(GrowlmError):
@@ -47,3 +51,10 @@ class InvalidData(GrowlmError):
 
 class NumericalFault(GrowlmError):
     """Training produced a non-finite loss or gradient; the step was not applied."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A library exception's message as one line (its lines joined), for a typed error."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -41,7 +41,7 @@ def llama(tiny_dir, tmp_path):
 CASES = [
     # (description, args after SRC OUT, expected fragments)
     ("unknown operator", ["--op", "stretch"], ["unknown operator 'stretch'", "stack"]),
-    ("reserved learned operator", ["--op", "learn-depth", "--factor", "2"], ["trains its growth"]),
+    ("learned operator without steps", ["--op", "learn-depth", "--factor", "2"], ["needs --steps"]),
     ("factor below 2", ["--op", "stack", "--factor", "1"], ["--factor must be an integer >= 2"]),
     ("factor missing", ["--op", "stack"], ["needs --factor"]),
     ("layer out of range", ["--op", "layers", "--layers", "0,1,7"], ["layer index 7 out of range"]),

@@ -134,6 +134,27 @@ def test_jsonl_rows_and_text_field(tmp_path):
         prepare(_options(sources=[str(src)]), tmp_path / "bad")
 
 
+def test_parquet_rows_tokenise_like_the_same_jsonl_rows(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [f"Row {i}: what light through yonder window breaks. " * 4 for i in range(40)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    jsonl = tmp_path / "a" / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"body": r, "id": i}) + "\n" for i, r in enumerate(rows)))
+    parquet = tmp_path / "b" / "docs.parquet"
+    pq.write_table(pa.table({"id": list(range(40)), "body": rows}), parquet)
+    opts = {"text_field": "body", "vocab_size": 300, "block_tokens": 64}
+    a = open_shards(prepare(_options(sources=[str(jsonl)], **opts), tmp_path / "oa"))
+    b = open_shards(prepare(_options(sources=[str(parquet)], **opts), tmp_path / "ob"))
+    assert b.manifest["documents"] == 40
+    for split in ("train", "val"):
+        assert np.array_equal(np.concatenate(a.splits[split]), np.concatenate(b.splits[split]))
+    with pytest.raises(InvalidData, match=r"no column 'text' \(columns: id, body\)"):
+        prepare(_options(sources=[str(parquet)]), tmp_path / "oc")
+
+
 def test_bad_sources_give_clear_errors(tmp_path):
     with pytest.raises(InvalidData, match="does not exist"):
         prepare(_options(sources=[str(tmp_path / "missing")]), tmp_path / "o1")
@@ -146,7 +167,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
         prepare(_options(sources=[str(bad)]), tmp_path / "o3")
     with pytest.raises(InvalidData, match="too small for a validation split"):
         prepare(_options(block_tokens=100_000), tmp_path / "o4")
-    with pytest.raises(InvalidData, match="vocab_size must be >= 257"):
+    with pytest.raises(InvalidData, match=r"vocab_size must be in \[257, 1048576\], got 100"):
         prepare(_options(vocab_size=100), tmp_path / "o5")
     (tmp_path / "o6").mkdir()
     with pytest.raises(InvalidData, match="exists"):

@@ -7,7 +7,7 @@ import torch
 
 import growlm
 from growlm.errors import InvalidGrowth
-from growlm.grow import grow_tensors
+from growlm.grow import grow_tensors, plan_tensors
 from growlm.ops import depth
 from growlm.ops.axes import Shape, head_maps
 from growlm.ops.registry import get_operator
@@ -45,8 +45,9 @@ def test_paper_names_resolve():
     assert get_operator("stack").name == "direct-depth"
     assert get_operator("G_zero").name == "zero-depth"
     assert get_operator("split").name == "direct-width"
-    with pytest.raises(InvalidGrowth, match="trains"):
-        get_operator("G_learn")
+    assert get_operator("G_learn").name == "learn-depth"
+    with pytest.raises(InvalidGrowth, match="trains its map"):  # growlm.ops.ligo, not a plan
+        plan_tensors({"model_type": "llama", "rms_norm_eps": 1e-6}, {}, "learn-depth", {})
 
 
 def test_gqa_head_maps_keep_groups():
@@ -88,37 +89,6 @@ def test_grow_tensors_in_memory_matches_disk(tiny_dir, tmp_path):
     with torch.no_grad():
         diff = (grown.eval()(ids).logits - src.eval()(ids).logits).abs().max()
     assert diff < 1e-5
-
-
-def test_moments_copy_and_zero():
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.for_model(
-        "llama",
-        num_hidden_layers=2,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=40,
-    )
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(cfg)
-    moments = {
-        k: torch.full_like(v, float(i + 1)) for i, (k, v) in enumerate(model.state_dict().items())
-    }
-    _, new, _ = grow_tensors(
-        cfg, moments, "random-depth", {"num_layers": 3, "placement": "append"}, fill="moments"
-    )
-    assert torch.equal(
-        new["model.layers.1.mlp.up_proj.weight"], moments["model.layers.1.mlp.up_proj.weight"]
-    )
-    assert not new["model.layers.2.mlp.up_proj.weight"].any()
-    _, wide, _ = grow_tensors(cfg, moments, "direct-width", {"hidden_size": 32}, fill="moments")
-    up = wide["model.layers.0.mlp.up_proj.weight"]
-    assert up.shape == (32, 32)
-    assert torch.equal(up, torch.full_like(up, up[0, 0].item()))  # copied, never divided
 
 
 def test_tie_defaults_match_transformers():

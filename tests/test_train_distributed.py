@@ -30,8 +30,10 @@ SETS = [
 TOL = 1e-4
 
 
-def _train(out: Path, cache: Path, nproc: int, extra: list[str]) -> list[dict]:
-    args = ["train", str(TINY), "--out", str(out)]
+def _train(
+    out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
+) -> list[dict]:
+    args = ["train", str(TINY), "--out", str(out), *(["--resume"] if resume else [])]
     for item in SETS + extra:
         args += ["--set", item]
     if nproc == 1:
@@ -73,3 +75,28 @@ def test_two_processes_match_one(single, parallel):
     assert worst < 1e-4
     assert "model.layers.3.mlp.down_proj.weight" in got
     assert torch.isfinite(got["lm_head.weight"]).all()
+
+
+@pytest.mark.slow
+def test_fsdp_resume_from_a_mid_stage_checkpoint_is_exact(tmp_path):
+    """2-process FSDP2 run with checkpoints every 2 steps; then the same run resumed from its
+    checkpoint at step 6 (inside the grown stage, carried moments sharded as DTensors) ends
+    with bitwise the same weights."""
+    cache = tmp_path / "cache"
+    extra = ["run.parallel=fsdp", "run.threads=1", "run.checkpoint_every=2"]
+    extra.append("run.keep_checkpoints=10")
+    full = tmp_path / "full"
+    records = _train(full, cache, 2, extra)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    for ckpt in sorted((resumed / "checkpoints").iterdir()):
+        if int(ckpt.name.split("-")[1]) > 6:
+            shutil.rmtree(ckpt)
+    for folder in ("grown", "final"):
+        shutil.rmtree(resumed / folder)
+    again = _train(resumed, cache, 2, extra, resume=True)
+    assert [r["step"] for r in again] == [r["step"] for r in records]
+    a = load_file(full / "final" / "model.safetensors")
+    b = load_file(resumed / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

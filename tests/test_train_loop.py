@@ -192,7 +192,7 @@ def test_moments_follow_the_growth_operator():
     }
     grow = GrowConfig(op="stack", params={"factor": 2})
     new_config, _, _ = grow_weights(config, dict(model.state_dict()), grow)
-    grown = grow_moments(config, state, grow)
+    grown = grow_moments(config, state, grow, dict(model.state_dict()))
     big = build_model(new_config)
     assert set(grown) == {n for n, _ in big.named_parameters()}
     for out_layer, src_layer in ((0, 0), (1, 1), (2, 0), (3, 1)):

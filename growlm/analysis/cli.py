@@ -313,6 +313,12 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="examples per task")
     p.add_argument("--num-fewshot", type=int)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python code shipped in the model folder (auto_map); off by default: read it "
+        "first",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -331,7 +337,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise EvalError("give --data (perplexity) and/or --tasks (lm-eval)")
     if not args.model.exists():
         raise EvalError(f"model folder {str(args.model)!r} does not exist")
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, trust_remote_code=args.trust_remote_code)
     out: dict[str, Any] = {"model": str(args.model)}
     if args.data:
         if is_shards(args.data):

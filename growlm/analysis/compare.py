@@ -91,6 +91,10 @@ def compare(
     bootstrap: int = 200,
 ) -> dict[str, Any]:
     """Load runs, compute the summary, write OUT/summary.json, plots and OUT/report.md."""
+    if levels < 1:
+        raise AnalysisError(f"--levels must be >= 1, got {levels}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AnalysisError(f"--out {str(out_dir)!r} is a file, not a folder: choose another --out")
     names = unique_names(paths)
     runs = [load_run(p, n, attn_flops) for p, n in zip(paths, names, strict=True)]
     summary = compare_runs(runs, levels, only_final_stage, bootstrap)

@@ -60,22 +60,37 @@ def load_model_spec(path: Path | str) -> ModelSpec:
 def _from_recipe(path: Path) -> ModelSpec:
     import yaml
 
+    from growlm.errors import InvalidRecipe
+    from growlm.train.recipe import load_recipe, recipe_to_dict
+
     try:
         raw = yaml.safe_load(path.read_text())
+        recipe = load_recipe(path)
     except yaml.YAMLError as exc:
-        raise AnalysisError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
-    model = (raw or {}).get("model") or {}
-    config = dict(model.get("config") or {})
-    config.setdefault("vocab_size", int(((raw or {}).get("data") or {}).get("vocab_size", 8192)))
+        from growlm.train.schema import yaml_problem
+
+        raise AnalysisError(
+            f"recipe {str(path)!r} is not valid YAML: {yaml_problem(exc)}"
+        ) from None
+    except InvalidRecipe as exc:
+        raise AnalysisError(f"--model {str(path)!r} is not a valid recipe: {exc}") from None
+    plain = recipe_to_dict(recipe)
+    config = dict(plain["model"]["config"])
+    config.setdefault("vocab_size", int(plain["data"]["vocab_size"]))
     config.setdefault("tie_word_embeddings", False)  # as the trainer builds recipe models
     # A recipe's model is its first stage; the target is that model after every stack growth.
     factor = 1
-    for stage in raw.get("stages") or []:
-        grow = (stage or {}).get("grow") or {}
-        params = grow.get("params", grow)
+    for stage in plain["stages"]:
+        grow = stage.get("grow") or {}
+        factor_value = (grow.get("params") or {}).get("factor", 1)
         if grow.get("op") in ("stack", "direct-depth", "G_stack", "G_direct", "interleave"):
-            factor *= int(params.get("factor", 1))
-    spec = ModelSpec(str(model.get("type", "llama")), config, recipe=raw, recipe_path=path)
+            if not isinstance(factor_value, int) or isinstance(factor_value, bool):
+                raise AnalysisError(
+                    f"--model {str(path)!r}: stage {stage['name']!r} grow factor must be an "
+                    f"integer, got {factor_value!r}"
+                )
+            factor *= factor_value
+    spec = ModelSpec(str(plain["model"]["type"]), config, recipe=raw, recipe_path=path)
     return spec.with_layers(spec.layers * factor) if factor > 1 else spec
 
 

@@ -51,15 +51,31 @@ def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False
         what = "does not exist" if not p.exists() else f"has no {METRICS}"
         raise RunNotFound(f"run {str(p)!r} {what} (expected a `growlm train --out` folder)")
     records = []
-    for n, line in enumerate(file.read_text().splitlines(), 1):
+    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(file.read_text().splitlines()):
+            if n == len(lines):
                 continue  # a torn last line of a run still being written
-            raise RunNotFound(f"{file}: line {n} is not JSON") from None
+            raise RunNotFound(
+                f"{file}: line {n} is not JSON (expected a `growlm train` metrics.jsonl)"
+            ) from None
+        if not isinstance(record, dict):
+            raise RunNotFound(
+                f"{file}: line {n} is not a JSON object (expected a `growlm train` metrics.jsonl)"
+            )
+        if record.get("val_loss") is not None:
+            for key in ("val_loss", "flops", "tokens"):
+                value = record.get(key)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise RunNotFound(
+                        f"{file}: line {n}: {key!r} is missing or not a number (expected a "
+                        "`growlm train` metrics.jsonl)"
+                    )
+        records.append(record)
     boundaries: list[tuple[str, float, float, float]] = []
     prev: dict | None = None
     rows = []

@@ -21,6 +21,7 @@ import yaml
 from growlm.analysis.errors import AnalysisError, FitFailed
 from growlm.analysis.params import ModelSpec, count_params
 from growlm.io.atomic import write_text_atomic
+from growlm.safety import is_safe_name
 
 STACK_OPS = ("stack", "direct-depth", "G_stack", "G_direct")
 
@@ -53,6 +54,11 @@ def parse_size(text: str) -> tuple[str, dict[str, Any]]:
         overrides[key.strip()] = yaml.safe_load(value)
     if not name:
         raise AnalysisError(f"--sizes {text!r}: empty size name")
+    if not is_safe_name(name):
+        raise AnalysisError(
+            f"--sizes {text!r}: size name {name!r} becomes a folder name; use letters, digits, "
+            "'_', '-' and '.' (e.g. s:hidden_size=64)"
+        )
     return name, overrides
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,8 +37,14 @@ from growlm.data.sources import (
     resolve_files,
     sha256_file,
 )
-from growlm.data.tokenizer import CorpusTokenizer, load_tokenizer, train_tokenizer
+from growlm.data.tokenizer import (
+    CorpusTokenizer,
+    check_vocab_size,
+    load_tokenizer,
+    train_tokenizer,
+)
 from growlm.errors import InvalidData
+from growlm.io.atomic import replace_dir
 
 ENCODE_BATCH = 64
 
@@ -74,6 +79,8 @@ class PrepareOptions:
             raise InvalidData(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.block_tokens < 1 or self.shard_tokens < 1:
             raise InvalidData("block_tokens and shard_tokens must be positive")
+        if self.tokenizer is None:
+            check_vocab_size(self.vocab_size)
 
 
 class _Corpus:
@@ -159,9 +166,7 @@ def _prepare(
         manifest = _write_tokens(corpus, tokenizer, options, staging)
         manifest["sources"] = fingerprint
         write_manifest(staging, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        replace_dir(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -71,8 +71,14 @@ def iter_file_documents(file: SourceFile, text_field: str) -> Iterator[str]:
 
 
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidData(
+                    f"{path}:{line_no}: not UTF-8 text; convert the file to UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -89,16 +95,28 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidData(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from None
-    table = pq.ParquetFile(path)
+    import pyarrow as pa
+
+    try:
+        table = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidData(
+            f"{path}: not a readable parquet file ({str(exc).splitlines()[0][:200]})"
+        ) from None
     names = table.schema_arrow.names
     if text_field not in names:
         raise InvalidData(
             f"{path}: no column {text_field!r} (columns: {', '.join(names)}); set data.text_field"
         )
-    for batch in table.iter_batches(columns=[text_field]):
-        for value in batch.column(0).to_pylist():
-            if value:
-                yield str(value)
+    try:
+        for batch in table.iter_batches(columns=[text_field]):
+            for value in batch.column(0).to_pylist():
+                if value:
+                    yield str(value)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidData(
+            f"{path}: parquet file is corrupt ({str(exc).splitlines()[0][:200]})"
+        ) from None
 
 
 def _field(row: object, text_field: str, where: str) -> str:

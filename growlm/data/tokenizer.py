@@ -16,6 +16,7 @@ from growlm.errors import InvalidData
 
 EOS_TOKEN = "<|endoftext|>"
 MIN_VOCAB = 257  # 256 byte symbols + EOS
+MAX_VOCAB = 1 << 20  # the BPE trainer allocates per id: a typo like 1e11 would abort the process
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -43,8 +44,7 @@ class CorpusTokenizer:
 
 def train_tokenizer(documents: Iterable[str], vocab_size: int, out_dir: Path) -> CorpusTokenizer:
     """Train a byte-level BPE of ``vocab_size`` ids (EOS included) and save it as an HF folder."""
-    if vocab_size < MIN_VOCAB:
-        raise InvalidData(f"tokenizer vocab_size must be >= {MIN_VOCAB}, got {vocab_size}")
+    check_vocab_size(vocab_size)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -57,6 +57,13 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, out_dir: Path) ->
     tokenizer.train_from_iterator(documents, trainer)
     save_hf_tokenizer(tokenizer, out_dir)
     return load_tokenizer(out_dir)
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise InvalidData(
+            f"tokenizer vocab_size must be in [{MIN_VOCAB}, {MAX_VOCAB}], got {vocab_size}"
+        )
 
 
 def save_hf_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> None:
@@ -87,7 +94,11 @@ def load_tokenizer(path: Path | str) -> CorpusTokenizer:
     try:
         backend = Tokenizer.from_file(str(file))
     except Exception as exc:  # the Rust library raises a bare Exception on a bad file
-        raise InvalidData(f"tokenizer {str(file)!r} cannot be read: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidData(
+            f"tokenizer {str(file)!r} cannot be read ({reason}); restore it or give another "
+            "tokenizer folder"
+        ) from None
     eos = _eos_token(folder)
     eos_id = backend.token_to_id(eos) if eos else None
     if eos_id is None:
@@ -102,9 +113,12 @@ def _eos_token(folder: Path) -> str | None:
     if not config_file.is_file():
         return EOS_TOKEN
     try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise InvalidData(f"{config_file}: not valid JSON ({exc.msg})") from None
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        raise InvalidData(f"{config_file}: not valid JSON ({reason}); restore it") from None
+    if not isinstance(config, dict):
+        raise InvalidData(f"{config_file}: expected a JSON object; restore it")
     eos = config.get("eos_token", EOS_TOKEN)
     if isinstance(eos, dict):
         eos = eos.get("content")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from growlm.errors import one_line
 from growlm.eval.errors import EvalError
 
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -37,19 +38,108 @@ class PerplexityResult:
         return dict(self.__dict__)
 
 
-def load_model(model_dir: Path | str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer) from an HF folder; a clear error when either is missing."""
+def load_model(
+    model_dir: Path | str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) from an HF folder. Its config and tokenizer files are
+    checked first, and every load failure is one EvalError line. Code shipped in the folder
+    (``auto_map``) runs only with ``trust_remote_code``."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
     path = Path(model_dir)
-    if not (path / "config.json").is_file():
+    config = _checked_config(path)
+    if "auto_map" in config and not trust_remote_code:
+        raise EvalError(
+            f"{str(path)!r} needs the Python code it ships (auto_map in config.json); read that "
+            "code, then pass --trust-remote-code to run it"
+        )
+    _check_tokenizer_files(path)
+    logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise EvalError(
+            f"{str(path)!r} has no usable tokenizer: {one_line(exc)}; copy the tokenizer of "
+            "the model's training run into the folder"
+        ) from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        reason = one_line(exc)
+        if "mismatched_sizes" in reason or "size mismatch" in reason:
+            reason = "weight shapes differ from the shapes config.json describes"
+        raise EvalError(
+            f"{str(path)!r} cannot be loaded as a causal LM: {reason}; check that "
+            "config.json and the weights belong together and are complete"
+        ) from None
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab and len(tokenizer) > vocab:
+        raise EvalError(
+            f"{str(path)!r}: the tokenizer has {len(tokenizer)} ids but the model only {vocab} "
+            "embeddings; use the tokenizer the model was trained with"
+        )
+    return model.eval(), tokenizer
+
+
+def _checked_config(path: Path) -> dict[str, Any]:
+    """config.json as a JSON object with a model_type transformers knows (or auto_map)."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    file = path / "config.json"
+    if not file.is_file():
         raise EvalError(f"{str(path)!r} is not a model folder (no config.json)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"{str(path)!r} has no usable tokenizer: {exc}") from None
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    return model.eval(), tokenizer
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalError(f"{str(file)!r} is not valid JSON ({one_line(exc)}): restore it") from None
+    if not isinstance(config, dict):
+        raise EvalError(f"{str(file)!r} does not hold a JSON object: restore it")
+    model_type = config.get("model_type")
+    if "auto_map" not in config and model_type not in CONFIG_MAPPING:
+        raise EvalError(
+            f"{str(file)!r}: model_type {model_type!r} is not one transformers knows; "
+            "fix config.json or upgrade transformers"
+        )
+    return config
+
+
+def _check_tokenizer_files(path: Path) -> None:
+    """tokenizer.json / tokenizer_config.json parse, and a tokenizer is there at all."""
+    import json
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EvalError(
+                f"{str(file)!r} is not valid JSON ({one_line(exc)}): restore the tokenizer"
+            ) from None
+        if not isinstance(value, dict):
+            raise EvalError(f"{str(file)!r} does not hold a JSON object: restore the tokenizer")
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # the Rust library raises a bare Exception for a bad file
+            raise EvalError(
+                f"{str(path / 'tokenizer.json')!r} is not a valid tokenizer "
+                f"({one_line(exc)}): restore the tokenizer"
+            ) from None
+    elif not any((path / f).is_file() for f in ("tokenizer.model", "vocab.json", "vocab.txt")):
+        raise EvalError(
+            f"{str(path)!r} has no tokenizer (tokenizer.json): copy the tokenizer of the model's "
+            "training run into the folder"
+        )
 
 
 def text_documents(source: Path | str) -> Iterator[str]:

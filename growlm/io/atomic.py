@@ -1,8 +1,14 @@
-"""Write a file so that readers see the old content or the new one, never half of it."""
+"""Write files and folders so that readers see the old content or the new one, never half of it.
+
+A folder is written under a hidden temporary name and renamed into place (``replace_dir``); an
+old folder is first renamed aside and deleted after the swap, so a process killed at any moment
+leaves the old folder, no folder, or the new one, plus hidden debris that the next write clears.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -15,3 +21,82 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final``, replacing any old ``final`` without a
+    moment where a partly deleted folder sits at ``final``."""
+    clear_debris(final)
+    if final.exists() or final.is_symlink():
+        trash = _trash_name(final)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a folder so that it vanishes at once (renamed aside first, then deleted)."""
+    trash = _trash_name(path)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clear_debris(final: Path) -> None:
+    """Delete what killed ``replace_dir``/``remove_dir`` calls left next to ``final``."""
+    parent = final.parent
+    if parent.is_dir():
+        for stale in parent.glob(f".{final.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def clear_dead_tmp(final: Path, marker: str) -> None:
+    """Delete ``.<final name><marker><pid>`` folders whose writer process is gone (killed)."""
+    parent = final.parent
+    if not parent.is_dir():
+        return
+    for stale in parent.glob(f".{final.name}{marker}*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _trash_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old-{os.getpid()}")
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file of ``folder`` (not recursive) to disk."""
+    for item in folder.iterdir():
+        if item.is_file():
+            fd = os.open(item, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename inside it) to disk; a no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -58,6 +58,7 @@ class SourceCheckpoint:
         self._where: dict[str, str] = {}
         self._bin: dict[str, dict[str, torch.Tensor]] = {}
         self._find_weights()
+        self._check_side_files()
 
     # -- weights ---------------------------------------------------------------------------
     def _find_weights(self) -> None:
@@ -160,6 +161,38 @@ class SourceCheckpoint:
         )
 
     # -- side files ------------------------------------------------------------------------
+    def _check_side_files(self) -> None:
+        """The JSON side files (tokenizer, generation config) parse: a corrupt one fails here,
+        before anything is written, instead of being copied into the output."""
+        for fname in SIDE_FILES:
+            path = self.path / fname
+            if not fname.endswith(".json") or not path.is_file():
+                continue
+            try:
+                value = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+                raise CorruptCheckpoint(
+                    f"{path} is not valid JSON ({reason}): restore it from the original "
+                    "model or delete it"
+                ) from None
+            if not isinstance(value, dict) and fname != "added_tokens.json":
+                raise CorruptCheckpoint(
+                    f"{path} does not hold a JSON object: restore it from the original model "
+                    "or delete it"
+                )
+        tokenizer = self.path / "tokenizer.json"
+        if tokenizer.is_file():
+            from tokenizers import Tokenizer
+
+            try:
+                Tokenizer.from_file(str(tokenizer))
+            except Exception as e:  # the Rust library raises a bare Exception for a bad file
+                raise CorruptCheckpoint(
+                    f"{tokenizer} is not a valid tokenizer ({str(e).splitlines()[0][:200]}): "
+                    "restore it from the original model or delete it"
+                ) from None
+
     def copy_side_files(self, out: Path) -> list[str]:
         copied = []
         for fname in SIDE_FILES:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from growlm.errors import CorruptCheckpoint
+from growlm.io.faults import fault_point
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -184,6 +185,8 @@ def write_sharded(
                         f.write(data.numpy().data)
                     total += data.numel()
                 weight_map[name] = fname
+                fault_point("grow.tensor")
+        fault_point("grow.shard")
     for fname in files:  # one durability barrier at the end, not one stall per shard
         fd = os.open(out_dir / fname, os.O_RDONLY)
         try:

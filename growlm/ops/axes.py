@@ -48,7 +48,7 @@ class AxisMap:
 
 def _from_index(src_size: int, index: list[int]) -> AxisMap:
     idx = torch.tensor(index, dtype=torch.int64)
-    counts = torch.bincount(idx.clamp(min=0), minlength=src_size).to(torch.float32)
+    counts = torch.bincount(idx[idx >= 0], minlength=src_size).to(torch.float32)
     count = torch.where(
         idx >= 0, counts[idx.clamp(min=0)], torch.ones_like(idx, dtype=torch.float32)
     )

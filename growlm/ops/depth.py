@@ -69,6 +69,33 @@ def solar(n: int, drop: object) -> list[LayerSource]:
     return [LayerSource(i) for i in range(n - drop)] + [LayerSource(i) for i in range(drop, n)]
 
 
+def _block(n: int, block: object) -> int:
+    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= n:
+        raise InvalidGrowth(f"--block must be an integer in 1..{n} (the source depth): {block!r}")
+    return block
+
+
+def top(n: int, block: object = None, copies: object = 1) -> list[LayerSource]:
+    """Gradual stacking: the top ``block`` layers copied ``copies`` times onto the top
+    (0..n-1, n-b..n-1, n-b..n-1, ...); the whole model when ``block`` is not given."""
+    b = n if block is None else _block(n, block)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise InvalidGrowth(f"--copies must be an integer >= 1, got {copies!r}")
+    return [LayerSource(i) for i in range(n)] + [
+        LayerSource(i) for _ in range(copies) for i in range(n - b, n)
+    ]
+
+
+def midas(n: int, block: object = None) -> list[LayerSource]:
+    """MIDAS: the middle ``block`` layers (default: half the model, at least 1) duplicated in
+    place, so the copy sits in the middle of the grown model: 0..e-1, s..e-1, e..n-1 for the
+    block s..e-1."""
+    b = max(1, n // 2) if block is None else _block(n, block)
+    s = (n - b) // 2
+    e = s + b
+    return [LayerSource(i) for i in range(e)] + [LayerSource(i) for i in range(s, n)]
+
+
 def with_new_blocks(
     n: int,
     kind: str,

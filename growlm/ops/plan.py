@@ -2,8 +2,18 @@
 
 A plan is built from names, shapes and the config alone (no weights), printed by ``--dry-run``,
 and executed tensor by tensor, so that the same plan serves streaming from disk, growing a model
-in memory, and carrying optimizer moments through growth (``mode="moments"``: copies are copied,
-everything new is zero, no rescaling).
+in memory, and carrying AdamW moments through growth.
+
+Moments (``mode="exp_avg"`` / ``"exp_avg_sq"``, power p = 1 / 2) follow what the gradient of the
+grown model is where the operator preserves the function, so a carried moment is the moment the
+large model would have had:
+- copied weights (stacked layers, kept units): copied;
+- anything new (new units, new blocks, zeroed identity-block writes, fresh tensors): zero;
+- a Net2Net split unit (count c copies): its readers were divided by c but their gradient is
+  unchanged, so reader moments are copied; the copies' own weights (writers, norm scales,
+  biases) each receive 1/c of the gradient: moments divided by c^p;
+- a weight rescaled by s to keep the function (norm corrections, Gemma's embedding scale):
+  gradient divided by s, moments by s^p.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ import torch
 
 from growlm.ops.axes import AxisMap
 
-Mode = Literal["weights", "moments"]
+Mode = Literal["weights", "exp_avg", "exp_avg_sq"]
+MOMENT_POWER = {"weights": 0, "exp_avg": 1, "exp_avg_sq": 2}
 Fill = Literal["zero", "random", "mean", "one"]
 
 
@@ -59,16 +70,20 @@ class Expand(Step):
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
-        idx = self.amap.index
+        idx = self.amap.index.to(x.device)
+        count = self.amap.count.to(x.device)
         out = x.index_select(self.dim, idx.clamp(min=0))
         view = [1] * out.dim()
         view[self.dim] = -1
-        if self.divide and ctx.mode == "weights":
-            out = out / self.amap.count.to(out.dtype).view(view)
+        power = MOMENT_POWER[ctx.mode]
+        if self.divide and power == 0:
+            out = out / count.to(out.dtype).view(view)
+        elif not self.divide and power and bool((self.amap.count > 1).any()):
+            out = out / count.pow(power).to(out.dtype).view(view)
         new = (idx < 0).view(view).expand_as(out)
         if not self.amap.has_new:
             return out
-        fill = self.fill if ctx.mode == "weights" else "zero"
+        fill = self.fill if ctx.mode == "weights" else "zero"  # new units: no history
         if fill == "zero":
             value = torch.zeros_like(out)
         elif fill == "one":
@@ -101,11 +116,17 @@ class NormScale(Step):
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
-        if ctx.mode == "moments":
-            return x
+        if ctx.mode != "weights":
+            return _unscale(x, self.mult, MOMENT_POWER[ctx.mode])
         off = ctx.norm_offset if self.offset_applies else 0.0
         mult = self.mult if isinstance(self.mult, float) else self.mult.to(torch.float32)
         return ((x.to(torch.float32) + off) * mult - off).to(x.dtype)
+
+
+def _unscale(x: torch.Tensor, mult: float | torch.Tensor, power: int) -> torch.Tensor:
+    """A weight scaled by s gets 1/s of the gradient: its moment divided by s^power."""
+    m = mult if isinstance(mult, float) else mult.to(torch.float32)
+    return (x.to(torch.float32) / m**power).to(x.dtype)
 
 
 @dataclass
@@ -118,20 +139,26 @@ class Scale(Step):
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
-        if ctx.mode == "moments":
-            return x
+        if ctx.mode != "weights":
+            return _unscale(x, self.mult, MOMENT_POWER[ctx.mode])
         return (x.to(torch.float32) * self.mult).to(x.dtype)
 
 
 @dataclass
 class Zero(Step):
-    """Zero the tensor: the block's write to the residual stream vanishes (identity block)."""
+    """Zero the tensor: the block's write to the residual stream vanishes (identity block).
+    ``moments_only``: the other tensors of an identity block keep their copied weights but get
+    no gradient while its writes are zero, so their carried moments are zero."""
+
+    moments_only: bool = False
 
     def describe(self) -> str:
-        return "zero"
+        return "" if self.moments_only else "zero"  # weights: a copy
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
+        if self.moments_only and ctx.mode == "weights":
+            return x
         return torch.zeros_like(x)
 
 
@@ -147,7 +174,7 @@ class Fresh(Step):
         return f"init[{self.init}{'' if self.std_mult == 1.0 else f' x{self.std_mult:.3g}'}]"
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
-        if ctx.mode == "moments" or self.init == "zeros":
+        if ctx.mode != "weights" or self.init == "zeros":
             return torch.zeros(self.shape)
         if self.init == "ones":
             return torch.full(self.shape, 1.0 - ctx.norm_offset)
@@ -165,7 +192,7 @@ class TensorPlan:
     steps: list[Step] = field(default_factory=list)
 
     def describe(self) -> str:
-        chain = " -> ".join(s.describe() for s in self.steps) or "copy"
+        chain = " -> ".join(d for d in (s.describe() for s in self.steps) if d) or "copy"
         src = self.source or "(new)"
         return f"{self.name} {list(self.shape)} <- {src}: {chain}"
 

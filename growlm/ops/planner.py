@@ -265,6 +265,12 @@ def build_plan(
 ) -> Plan:
     """The whole growth of one checkpoint as a plan (no weights read)."""
     depth_op, width_op = parse_ops(op)
+    for o in (depth_op, width_op):
+        if o is not None and o.kind == "trains":
+            raise InvalidGrowth(
+                f"{o.name} trains its map on data: grow with growlm.ops.ligo.learn_grow or "
+                f"`growlm grow --op {o.name} --steps K --data PATH`, not a plain plan"
+            )
     _check_params(depth_op, width_op, params)
     n, src = source_shape(spec, cfg)
     naming = Naming.detect(spec, set(shapes))
@@ -306,8 +312,8 @@ def build_plan(
                 tensors.append(TensorPlan(out_name, shape, None, [_fresh(ts, shape, out_n, spec)]))
                 continue
             steps = width.steps(ts, spec) if width else []
-            if ls.kind == "zero" and ts.identity_zero:
-                steps = [*steps, Zero()]
+            if ls.kind == "zero":
+                steps = [*steps, Zero(moments_only=not ts.identity_zero)]
             tensors.append(TensorPlan(out_name, shape, src_name, steps))
     for ts in spec.final_norm:
         add_global(ts, final_norm=True)

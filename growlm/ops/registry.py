@@ -59,6 +59,26 @@ OPERATORS: tuple[Operator, ...] = (
         depth.explicit,
     ),
     Operator(
+        "top",
+        "depth",
+        "gradual stacking: the top block of layers copied onto the top",
+        "Reddi et al. 2023, efficient training via gradual stacking; Yang et al. 2020, MSLT",
+        "no",
+        ("block", "copies"),
+        ("gradual", "stack-top"),
+        depth.top,
+    ),
+    Operator(
+        "midas",
+        "depth",
+        "MIDAS: a middle block of layers duplicated in the middle",
+        "Saunshi et al. 2024, inductive bias of stacking towards reasoning (arXiv 2409.19044)",
+        "no",
+        ("block",),
+        ("middle",),
+        depth.midas,
+    ),
+    Operator(
         "solar",
         "depth",
         "SOLAR depth up-scaling: two copies minus m layers at the seam",
@@ -118,23 +138,26 @@ OPERATORS: tuple[Operator, ...] = (
         ("g_random-width",),
         width_fill="random",
     ),
+    # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
         "learn-depth",
         "trains",
-        "G_learn (LiGO) depth map learned from data",
+        "G_learn (LiGO) depth map learned from data, starting as stack",
         "Wang et al. 2023, LiGO (arXiv 2303.00980)",
         "no",
-        ("factor", "steps"),
+        ("factor", "steps", "lr"),
         ("g_learn", "ligo", "ligo-depth"),
+        depth.stack,
     ),
     Operator(
         "learn-width",
         "trains",
-        "G_learn (LiGO) width map learned from data",
+        "G_learn (LiGO) width map learned from data, starting as [I; small random]",
         "Wang et al. 2023, LiGO (arXiv 2303.00980)",
         "no",
-        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "steps"),
+        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "steps", "lr"),
         ("ligo-width", "g_learn-width"),
+        width_fill="random",
     ),
 )
 
@@ -151,12 +174,18 @@ def get_operator(name: str) -> Operator:
     if op is None:
         names = ", ".join(o.name + (f" ({o.aliases[0]})" if o.aliases else "") for o in OPERATORS)
         raise UnknownOperator(f"unknown operator {name!r}: choose one of {names}")
-    if op.kind == "trains":
-        raise InvalidGrowth(
-            f"operator {op.name!r} trains its growth map and is not available in this version "
-            f"(planned with the operators-that-train work); use a non-learned operator"
-        )
     return op
+
+
+def get_operator_entry(name: str) -> Operator | None:
+    """The registry entry of ``name`` (or an alias), None when unknown."""
+    return _INDEX.get(_norm(name))
+
+
+def parse_op_names(text: str) -> list[str]:
+    """Canonical names of ``a+b`` without building anything; unknown names are kept as given
+    (planning reports them)."""
+    return [_INDEX[_norm(p)].name if _norm(p) in _INDEX else p for p in text.split("+")]
 
 
 def parse_ops(text: str) -> tuple[Operator | None, Operator | None]:

@@ -9,15 +9,17 @@ A training checkpoint is a folder ``OUT/checkpoints/step-NNNNNNNN/`` holding::
     state.json             stage, step, token/FLOP counters, sampler position, Python and
                            NumPy RNG states, the recipe
 
-It is written to a hidden temporary folder and renamed into place, so a run killed mid-write
-never leaves a half checkpoint that resume would pick. Only safetensors and JSON are read back:
-no pickle, ever.
+It is written to a hidden temporary folder, flushed to disk and renamed into place, and old
+checkpoints are renamed aside before they are deleted, so a run killed at any moment never leaves
+a half-written or half-deleted ``step-*`` folder (tests/test_crash_resume.py kills it inside every
+one of these steps). A write that fails (disk full) removes its temporary folder and names the
+previous checkpoint, which stays resumable. Only safetensors and JSON are read back: no pickle.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 import random
 import re
 import shutil
@@ -32,8 +34,17 @@ from safetensors.torch import load_file, save_file
 from transformers import PretrainedConfig
 
 from growlm.data.tokenizer import copy_tokenizer_files
-from growlm.errors import CorruptCheckpoint, InvalidRecipe
-from growlm.train.model import load_config
+from growlm.errors import (
+    CorruptCheckpoint,
+    DiskFull,
+    InvalidRecipe,
+    OutputNotWritable,
+    one_line,
+)
+from growlm.io.atomic import fsync_dir, fsync_files, remove_dir, replace_dir
+from growlm.io.diskspace import checkpoint_bytes, require_free
+from growlm.io.faults import fault_point
+from growlm.train.model import build_model, load_config, param_count
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -90,30 +101,72 @@ def save_checkpoint(
     root = out_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    for stale in root.glob(".tmp-step-*"):  # left by a run killed while writing
-        shutil.rmtree(stale, ignore_errors=True)
+    previous = list_checkpoints(out_dir)
+    for stale in [*root.glob(".tmp-step-*"), *root.glob(".step-*.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while writing
     tmp = root / f".tmp-step-{step:08d}"
-    tmp.mkdir()
-    save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
-    config.to_json_file(str(tmp / "config.json"))
-    flat = {
-        f"{name}{_SEP}{key}": value
-        for name, entry in optim_state.items()
-        for key, value in entry.items()
-    }
-    save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
-    rng_tensors, rng_plain = rng_snapshot()
-    save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
-    state = {**run_state, "rng": rng_plain}
-    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    try:
+        tmp.mkdir()
+        fault_point("checkpoint.begin")
+        save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+        fault_point("checkpoint.model")
+        config.to_json_file(str(tmp / "config.json"))
+        flat = {
+            f"{name}{_SEP}{key}": value
+            for name, entry in optim_state.items()
+            for key, value in entry.items()
+        }
+        save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
+        fault_point("checkpoint.optimizer")
+        rng_tensors, rng_plain = rng_snapshot()
+        save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
+        state = {**run_state, "rng": rng_plain}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        fault_point("checkpoint.state")
+        fsync_files(tmp)
+        fsync_dir(tmp)
+        replace_dir(tmp, final)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = f"{previous[-1]} is intact" if previous else "none was written yet"
+        raise write_error(
+            exc, f"checkpoint {final.name} in {str(root)!r}", f"the previous checkpoint {last}"
+        ) from None
+    fault_point("checkpoint.renamed")
     for old in list_checkpoints(out_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_dir(old)
+        fault_point("checkpoint.pruned")
     return final
+
+
+def write_error(exc: Exception, what: str, kept: str) -> DiskFull | OutputNotWritable:
+    """One line for a failed write: disk full, or the OS error, with what was kept."""
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+        s in text for s in ("No space left", "os error 28", "StorageFull")
+    ):
+        return DiskFull(
+            f"disk full while writing {what}; {kept}: free space, then run the same command "
+            "again (growlm train: with --resume)"
+        )
+    reason = getattr(exc, "strerror", None) or one_line(exc)
+    return OutputNotWritable(
+        f"cannot write {what}: {reason}; {kept}: fix the output location, then run the same "
+        "command again (growlm train: with --resume)"
+    )
+
+
+def require_checkpoint_room(out_dir: Path, config: PretrainedConfig) -> None:
+    """DiskFull before training when OUT's disk cannot hold one checkpoint of ``config``'s model
+    (fp32 weights and two AdamW moments)."""
+    with torch.device("meta"):
+        n_params = param_count(build_model(config))
+    require_free(
+        out_dir,
+        checkpoint_bytes(n_params),
+        f"a training checkpoint of the {n_params:,}-parameter model",
+        "free space or choose another --out",
+    )
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:
@@ -128,13 +181,16 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint folder written by ``save_checkpoint``."""
     try:
-        config = load_config(path)
+        config = load_config(path, "checkpoint")
         model = load_file(str(path / "model.safetensors"))
         flat = load_file(str(path / "optimizer.safetensors"))
         rng = load_file(str(path / "rng.safetensors"))
         state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError, SafetensorError, InvalidRecipe) as exc:
-        raise CorruptCheckpoint(f"checkpoint {str(path)!r} cannot be read: {exc}") from None
+        raise CorruptCheckpoint(
+            f"checkpoint {str(path)!r} cannot be read ({one_line(exc)}); move it out of "
+            f"{CHECKPOINTS}/ to resume from the one before"
+        ) from None
     optim: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in flat.items():
         name, _, field = key.rpartition(_SEP)
@@ -150,31 +206,28 @@ def export_hf(
 ) -> Path:
     """Write a loadable HF checkpoint (safetensors + config + tokenizer) atomically."""
     tmp = folder.parent / f".tmp-{folder.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = dict(model_state)
-    if getattr(config, "tie_word_embeddings", False):
-        state.pop("lm_head.weight", None)
-    save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config.to_json_file(str(tmp / "config.json"))
-    copy_tokenizer_files(tokenizer_dir, tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        state = dict(model_state)
+        if getattr(config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)
+        save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        fault_point("export.model")
+        config.to_json_file(str(tmp / "config.json"))
+        copy_tokenizer_files(tokenizer_dir, tmp)
+        fault_point("export.files")
+        fsync_files(tmp)
+        replace_dir(tmp, folder)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(
+            exc, f"model folder {str(folder)!r}", "the training checkpoints are intact"
+        ) from None
+    fault_point("export.renamed")
     return folder
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in tensors.items()}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

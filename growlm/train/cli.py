@@ -10,6 +10,7 @@ from pathlib import Path
 
 from growlm.data.prepare import PrepareOptions, prepare
 from growlm.data.shards import open_shards
+from growlm.errors import OutputNotWritable
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from growlm.train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    _require_folder(args.out, "--out")
     distributed_run = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
         result = train(recipe, args.out, resume=args.resume)
@@ -100,7 +102,16 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _require_folder(path: Path, flag: str) -> None:
+    """An output that exists must be a folder (a file there is never replaced)."""
+    if path.exists() and not path.is_dir():
+        raise OutputNotWritable(
+            f"{flag} {str(path)!r} is a file, not a folder: choose another {flag}"
+        )
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
+    _require_folder(args.out, "--out")
     options = PrepareOptions(
         sources=list(args.sources),
         tokenizer=args.tokenizer,

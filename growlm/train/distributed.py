@@ -177,8 +177,8 @@ def load_optim_state(
     params = dict(unwrap(model).named_parameters())
     fused = bool(optimizer.defaults.get("fused"))
     for name, entry in state.items():
-        if name not in params:
-            continue
+        if name not in params or not params[name].requires_grad:
+            continue  # frozen (MSLT): no optimizer state
         param = params[name]
         installed: dict[str, Any] = {}
         for key, value in entry.items():

@@ -4,26 +4,50 @@ a bad operator or a shrinking stage fails in the first second, not after hours o
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
+from torch import nn
 from transformers import PretrainedConfig
 
+from growlm.arch import spec_for
 from growlm.errors import GrowlmError, InvalidRecipe
 from growlm.grow import grow_tensors
+from growlm.ops.ligo import is_learned, learn_grow
+from growlm.train.masks import fade_plan
 from growlm.train.model import build_model, param_count
 from growlm.train.recipe import GrowConfig
 
-MOMENT_KEYS = ("exp_avg", "exp_avg_sq")
+MOMENT_KEYS: tuple[Literal["exp_avg", "exp_avg_sq"], ...] = ("exp_avg", "exp_avg_sq")
 
 
 def grow_weights(
-    config: PretrainedConfig, weights: dict[str, torch.Tensor], grow: GrowConfig, seed: int = 0
+    config: PretrainedConfig,
+    weights: dict[str, torch.Tensor],
+    grow: GrowConfig,
+    seed: int = 0,
+    batches: Callable[[int], torch.Tensor] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[PretrainedConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """(grown config, grown weights, operator report); ``seed`` drives random fills."""
-    new_config, new_weights, report = grow_tensors(
-        config, weights, grow.op, dict(grow.params), fill="weights", seed=seed
-    )
+    """(grown config, grown weights, operator report); ``seed`` drives random fills. Learned
+    operators (G_learn / LiGO) train their maps on ``batches`` (step -> [B, T+1] token ids);
+    on meta weights they only plan. Their report's ``flops`` is the cost of that training."""
+    if is_learned(grow.op):
+        new_config, new_weights, report = learn_grow(
+            config,
+            weights,
+            grow.op,
+            dict(grow.params),
+            batches,
+            seed=seed,
+            autocast_dtype=autocast_dtype,
+        )
+    else:
+        new_config, new_weights, report = grow_tensors(
+            config, weights, grow.op, dict(grow.params), fill="weights", seed=seed
+        )
     new_config.use_cache = False
     return new_config, new_weights, report
 
@@ -32,31 +56,62 @@ def grow_moments(
     config: PretrainedConfig,
     optim_state: dict[str, dict[str, torch.Tensor]],
     grow: GrowConfig,
+    weights: dict[str, torch.Tensor],
     seed: int = 0,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """AdamW state carried through the operator: moments copied where weights are copied,
-    zero for new units; every parameter keeps the largest step count (bias correction done)."""
+    """AdamW state carried through the operator (rules in ``growlm.ops.plan``: copied with
+    copied weights, transformed with split or rescaled ones, zero for new ones; a learned
+    operator's moments follow its step-0 map: stack / new width units at zero); parameters
+    without state (frozen in an MSLT stage) count as zero moments. A tensor with carried history
+    keeps the largest step count (bias correction done); one without any (new block, or only
+    frozen sources) restarts at step 0. ``weights`` gives the shapes."""
     if not optim_state:
         return {}
     step = max(entry["step"] for entry in optim_state.values())
+    op, params = grow.op, dict(grow.params)  # learned maps: moments follow the step-0 map
     grown: dict[str, dict[str, torch.Tensor]] = {}
+    fresh = {name for name in weights if name not in optim_state}  # frozen (MSLT): no state
     for key in MOMENT_KEYS:
-        moments = {name: entry[key] for name, entry in optim_state.items()}
-        _, new_moments, _ = grow_tensors(
-            config, moments, grow.op, dict(grow.params), fill="moments", seed=seed
-        )
+        moments = {
+            name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)
+            for name, w in weights.items()
+        }
+        _, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
         for name, tensor in new_moments.items():
             grown.setdefault(name, {"step": step.clone()})[key] = tensor
+    # a tensor with no carried history (a new block, or grown only from parameters frozen
+    # before) restarts AdamW's bias correction at step 0: zero moments with a large step count
+    # would make its first updates several times larger than Adam's
+    _, sources, _ = grow_tensors(
+        config,
+        {n: torch.full_like(w, 0.0 if n in fresh else 1.0) for n, w in weights.items()},
+        op,
+        params,
+        fill="exp_avg",
+        seed=seed,
+    )
+    for name, marker in sources.items():
+        if name in grown and not bool(marker.any()):
+            grown[name]["step"] = torch.zeros_like(grown[name]["step"])
     return grown
 
 
-def check_growth(config: PretrainedConfig, grow: GrowConfig, where: str) -> PretrainedConfig:
-    """Plan a growth on meta tensors: the grown config, or InvalidRecipe naming the stage."""
+def check_growth(
+    config: PretrainedConfig,
+    grow: GrowConfig,
+    where: str,
+    trainable: str = "all",
+    stage_steps: int | None = None,
+) -> PretrainedConfig:
+    """Plan a growth on meta tensors: the grown config, or InvalidRecipe naming the stage.
+    Also checks what the stage asks of the growth: MSLT (``trainable: new``) needs the old layers
+    to stay at the bottom in order; masks (``fade_steps``) need a family they are exact for and
+    a ramp that ends within the stage's ``stage_steps``."""
     with torch.device("meta"):
         model = build_model(config)
     before = param_count(model)
     try:
-        new_config, _, _ = grow_weights(config, dict(model.state_dict()), grow)
+        new_config, _, report = grow_weights(config, dict(model.state_dict()), grow)
     except GrowlmError as exc:
         raise InvalidRecipe(f"{where}: {exc}") from None
     with torch.device("meta"):
@@ -66,4 +121,55 @@ def check_growth(config: PretrainedConfig, grow: GrowConfig, where: str) -> Pret
             f"{where}: grows the model from {before:,} to {after:,} parameters; "
             "a growth stage must make the model larger"
         )
+    if trainable == "new":
+        new_layers(report, where)
+    if grow.fade_steps is not None:
+        try:
+            fade_plan(config, new_config, report, grow.fade_steps)
+        except GrowlmError as exc:
+            raise InvalidRecipe(f"{where}: {exc}") from None
+        if stage_steps is not None and grow.fade_steps >= stage_steps:
+            raise InvalidRecipe(
+                f"{where}.fade_steps: {grow.fade_steps} must be < the stage's {stage_steps} "
+                "steps (the masks ramp to 1 and fold away inside the stage)"
+            )
     return new_config
+
+
+def new_layers(report: dict[str, Any], where: str) -> int:
+    """MSLT: the index of the first layer a growth added on top (the old layers must keep their
+    place at the bottom, in order)."""
+    layer_map, n = report["layer_map"], int(report["src_layers"])
+    bottom = [(e["src"], e["kind"]) for e in layer_map[:n]]
+    if bottom != [(i, "copy") for i in range(n)]:
+        raise InvalidRecipe(
+            f"{where}: trainable 'new' (MSLT) needs the old layers kept at the bottom with the new "
+            f"ones on top; {report['op']!r} places them otherwise (use stack, top, or "
+            "zero-depth / random-depth with placement: append)"
+        )
+    return n
+
+
+def set_trainable(model: nn.Module, train_from: int | None) -> bool:
+    """Freeze everything but layers >= ``train_from``, the final norm and the head (a tied head
+    keeps its embedding trainable: they are one tensor) for MSLT, or
+    unfreeze everything (``None``). True if any ``requires_grad`` changed."""
+    spec = spec_for(str(model.config.model_type))  # type: ignore[union-attr]
+    keep = {ts.name for ts in (*spec.final_norm, spec.head)}
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    head_weight = getattr(head, "weight", None)  # tied: the embedding, under its own name
+    prefix = re.compile(re.escape(spec.layer_prefix).replace(r"\{i\}", r"(\d+)"))
+    changed = False
+    for name, param in model.named_parameters():
+        want = True
+        if train_from is not None:
+            layer = prefix.match(name)
+            want = (
+                name in keep
+                or param is head_weight
+                or (layer is not None and int(layer.group(1)) >= train_from)
+            )
+        if param.requires_grad != want:
+            param.requires_grad_(want)
+            changed = True
+    return changed

@@ -21,23 +21,33 @@ from transformers import PretrainedConfig
 
 from growlm.data.sampler import WindowSampler
 from growlm.errors import InvalidRecipe, NumericalFault, OutputExists
+from growlm.io.atomic import write_text_atomic
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     Checkpoint,
     export_hf,
     list_checkpoints,
     load_checkpoint,
+    require_checkpoint_room,
     rng_restore,
     save_checkpoint,
 )
 from growlm.train.data import TrainData, open_training_data
 from growlm.train.distributed import DistContext
-from growlm.train.growth import check_growth, grow_moments, grow_weights
+from growlm.train.growth import (
+    check_growth,
+    grow_moments,
+    grow_weights,
+    new_layers,
+    set_trainable,
+)
+from growlm.train.masks import FadeMasks, FadePlan, fade_plan
 from growlm.train.metrics import METRICS_FILE, MetricsLogger
 from growlm.train.model import (
     attention_flops_per_token,
     build_config,
     build_model,
+    load_init_weights,
     model_flops_per_token,
     param_count,
 )
@@ -63,6 +73,8 @@ class Progress:
     lr_scale: float = 1.0  # lowered by skipped non-finite steps (run.on_nonfinite: skip)
     skipped: int = 0
     loss_avg: float | None = None  # recent average loss, for spike events
+    fade: dict[str, Any] | None = None  # MSG masks still ramping in this stage (FadePlan)
+    train_from: int | None = None  # MSLT: layers below this index are frozen in this stage
 
 
 @dataclass
@@ -109,17 +121,21 @@ class Trainer:
         tokens_per_step = self._global_batch(self.recipe.stage_optim(index)) * self.seq_len
         return math.ceil(self.recipe.stages[index].tokens / tokens_per_step)
 
-    def _plan_growth(self, config: PretrainedConfig, first: int) -> None:
-        """Dry-run every later growth from ``config`` (fails before any training)."""
+    def _plan_growth(self, config: PretrainedConfig, first: int) -> PretrainedConfig:
+        """Dry-run every later growth from ``config`` (fails before any training); returns the
+        config of the run's last (largest) model."""
         for index in range(first, len(self.recipe.stages)):
-            grow = self.recipe.stages[index].grow
-            if grow is not None:
-                config = check_growth(config, grow, f"stages.{index}.grow")
+            stage = self.recipe.stages[index]
+            if stage.grow is not None:
+                config = check_growth(
+                    config, stage.grow, f"stages.{index}.grow", stage.trainable, self.steps[index]
+                )
         max_pos = getattr(config, "max_position_embeddings", None)
         if max_pos is not None and self.seq_len > int(max_pos):
             raise InvalidRecipe(
                 f"data.seq_len {self.seq_len} exceeds model max_position_embeddings {max_pos}"
             )
+        return config
 
     # ---- the run ------------------------------------------------------------------------
     def run(self, resume: bool) -> RunResult:
@@ -139,14 +155,25 @@ class Trainer:
             config = build_config(self.recipe.model, self.data.vocab_size, self.data.eos_id)
             model = self._initial_model(config)
             first = 0
-        self._plan_growth(config, first if ckpt is None or progress.stage_done else first + 1)
+        largest = self._plan_growth(
+            config, first if ckpt is None or progress.stage_done else first + 1
+        )
+        if self.ctx.is_main:
+            require_checkpoint_room(self.out, largest)
         if ckpt is not None:  # after every model construction, which draws from the RNG
             rng_restore(ckpt.rng, ckpt.state["rng"])
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "recipe.yaml").write_text(
-                yaml.safe_dump(_plain(recipe_to_dict(self.recipe)), sort_keys=False)
+            write_text_atomic(
+                self.out / "recipe.yaml",
+                yaml.safe_dump(_plain(recipe_to_dict(self.recipe)), sort_keys=False),
             )
+        if ckpt is not None and progress.stage_done:
+            finished = self.out / self.recipe.stages[progress.stage].name
+            # killed between the stage's checkpoint and its export: export it now (rank 0
+            # decides, so every rank takes part in the same collectives)
+            if distributed.broadcast_object(self.ctx, not finished.is_dir()):
+                self._export(finished, model, config)
         logger = MetricsLogger(
             self.out,
             self.ctx.is_main,
@@ -167,13 +194,30 @@ class Trainer:
                 optim_init = prev_optim
                 if not within:
                     progress.stage, progress.stage_step, progress.stage_done = index, 0, False
+                    progress.fade, progress.train_from = None, None
                     if stage.grow is not None:
                         config, model, optim_init = self._grow(
-                            index, config, wrapped if wrapped is not None else model, prev_optim
+                            index,
+                            config,
+                            wrapped if wrapped is not None else model,
+                            prev_optim,
+                            progress,
                         )
                         wrapped = None
+                if set_trainable(model, progress.train_from) and wrapped is not None:
+                    wrapped = None  # requires_grad changed: DDP must see the new set
                 if wrapped is None:
                     wrapped = self._prepare_model(model)
+                masks = None
+                if progress.fade is not None:
+                    fade = FadePlan.from_json(progress.fade)
+                    if fade.fade_steps >= self.steps[index]:  # e.g. resumed with a new optim
+                        raise InvalidRecipe(
+                            f"stages.{index}.grow.fade_steps: {fade.fade_steps} must be < the "
+                            f"stage's {self.steps[index]} steps (the masks must be gone before "
+                            "the stage's export)"
+                        )
+                    masks = FadeMasks(model, fade)
                 optimizer = make_optimizer(
                     distributed.unwrap(wrapped),
                     self.recipe.stage_optim(index),
@@ -181,7 +225,8 @@ class Trainer:
                 )
                 if optim_init:
                     distributed.load_optim_state(wrapped, optimizer, optim_init)
-                last = self._train_stage(index, wrapped, optimizer, config, progress, logger)
+                last = self._train_stage(index, wrapped, optimizer, config, progress, logger, masks)
+                assert progress.fade is None, "MSG masks still active at the end of a stage"
                 prev_optim = distributed.full_optim_state(wrapped, optimizer)
                 self._save_checkpoint(wrapped, config, prev_optim, progress)
                 self._export(self.out / stage.name, wrapped, config)
@@ -252,32 +297,41 @@ class Trainer:
         config: PretrainedConfig,
         model: nn.Module,
         optim_state: dict[str, dict[str, torch.Tensor]] | None,
+        progress: Progress,
     ) -> tuple[PretrainedConfig, nn.Module, dict[str, dict[str, torch.Tensor]] | None]:
         """Stage ``index``'s growth: (grown config, grown model, AdamW state to start from:
-        the moments grown by the same operator with ``optimizer_state: carry``, else None)."""
+        the moments grown by the same operator with ``optimizer_state: carry``, else None).
+        Records in ``progress`` what the stage does with the new structure (masks, MSLT)."""
         stage = self.recipe.stages[index]
         assert stage.grow is not None
         seed = self.recipe.seed + index
         weights = distributed.full_state(model)
-        new_config, new_weights, _ = grow_weights(config, weights, stage.grow, seed)
+        # G_learn trains its maps on batches of its own stream: the training sampler's
+        # position stays what an operator without training would leave
+        sampler = WindowSampler(self.data.train.count, self.recipe.seed + 7919 * (index + 1))
+        micro = self.recipe.stage_optim(index).micro_batch_size
+
+        def batches(step: int) -> torch.Tensor:
+            return self.data.train.batch(sampler.take(micro))
+
+        new_config, new_weights, report = grow_weights(
+            config, weights, stage.grow, seed, batches, self.autocast_dtype
+        )
+        progress.flops += float(report.get("flops", 0.0))  # G_learn's map training
         carried = None
         if stage.optimizer_state == "carry" and optim_state:
-            carried = grow_moments(config, optim_state, stage.grow, seed)
+            carried = grow_moments(config, optim_state, stage.grow, weights, seed)
+        if stage.grow.fade_steps is not None:
+            fade = fade_plan(config, new_config, report, stage.grow.fade_steps)
+            progress.fade = fade.to_json()
+        if stage.trainable == "new":
+            progress.train_from = new_layers(report, f"stages.{index}.grow")
         return new_config, self._model_from_weights(new_config, new_weights), carried
 
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
         model = build_model(config, self.recipe.model.attn_implementation)
         if self.recipe.model.init is not None:
-            from safetensors.torch import load_file
-
-            folder = Path(self.recipe.model.init)
-            files = sorted(folder.glob("*.safetensors"))
-            if not files:
-                raise InvalidRecipe(f"model.init: {str(folder)!r} holds no .safetensors weights")
-            weights: dict[str, torch.Tensor] = {}
-            for file in files:
-                weights.update(load_file(str(file)))
-            self._load_weights(model, weights)
+            self._load_weights(model, load_init_weights(Path(self.recipe.model.init)))
         return model
 
     def _restored_model(self, ckpt: Checkpoint) -> nn.Module:
@@ -319,16 +373,29 @@ class Trainer:
         config: PretrainedConfig,
         progress: Progress,
         logger: MetricsLogger,
+        masks: FadeMasks | None = None,
     ) -> dict[str, Any]:
         stage = self.recipe.stages[index]
         cfg = self.recipe.stage_optim(index)
         total = self.steps[index]
-        n_params = param_count(distributed.unwrap(model))
+        base = distributed.unwrap(model)
+        n_params = param_count(base)
         flops_tok = model_flops_per_token(n_params)
+        if progress.train_from is not None:
+            # MSLT: no weight gradients for frozen parameters (2 N_trainable), and activation
+            # gradients stop at the lowest trainable layer (2 N_trainable) unless a tied head
+            # makes the embedding trainable (then 2 N)
+            trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
+            tied = bool(getattr(config, "tie_word_embeddings", False))
+            flops_tok = 2.0 * n_params + 2.0 * trainable + 2.0 * (n_params if tied else trainable)
         attn_tok = attention_flops_per_token(config, self.seq_len)
         run = self.recipe.run
         record: dict[str, Any] = {}
         while progress.stage_step < total:
+            if masks is not None and progress.stage_step >= masks.plan.fade_steps:
+                masks.remove()  # m = 1: every hook is the identity; the model is plain again
+                masks, progress.fade = None, None
+            mask = masks.set(progress.stage_step) if masks is not None else None
             started = time.perf_counter()
             lr = lr_at(progress.stage_step, total, cfg) * progress.lr_scale
             set_lr(optimizer, lr)
@@ -362,6 +429,8 @@ class Trainer:
                 "tokens_per_s": tokens / seconds,
                 "elapsed": round(progress.elapsed, 3),
             }
+            if mask is not None:
+                record["mask"] = mask  # MSG: the weight of the new structure at this step
             if not finite:
                 record["event"] = "skipped_nonfinite"
             elif (

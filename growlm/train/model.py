@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from growlm.errors import InvalidRecipe
+from growlm.errors import InvalidRecipe, one_line
 from growlm.train.recipe import ModelConfig
 
 # HF config keys that growlm sets itself or that only describe serialisation.
@@ -40,36 +40,66 @@ def build_config(model: ModelConfig, vocab_size: int, eos_id: int) -> Pretrained
     kwargs.update(vocab_size=vocab_size, eos_token_id=eos_id, bos_token_id=eos_id)
     try:
         config = AutoConfig.for_model(model.type, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRecipe(f"model.config: {exc}") from None
+    except Exception as exc:  # HF validates configs with several error types; all mean "bad value"
+        raise InvalidRecipe(
+            f"model.config: not a valid {model.type} config: {one_line(exc)}"
+        ) from None
     config.use_cache = False
     return config
 
 
-def load_config(folder: Path) -> PretrainedConfig:
+def load_config(folder: Path, what: str = "model.init") -> PretrainedConfig:
+    """The HF config of ``folder``; errors name it as ``what`` (a recipe key or "checkpoint")."""
     file = folder / "config.json"
     if not file.is_file():
-        raise InvalidRecipe(f"model.init: {str(folder)!r} has no config.json")
+        raise InvalidRecipe(f"{what}: {str(folder)!r} has no config.json")
     try:
         raw = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRecipe(f"model.init: {str(file)!r} is not valid JSON") from None
+        raise InvalidRecipe(f"{what}: {str(file)!r} is not valid JSON") from None
     model_type = raw.pop("model_type", None) if isinstance(raw, dict) else None
-    if model_type is None:
-        raise InvalidRecipe(f"model.init: {str(file)!r} has no model_type")
+    if not isinstance(model_type, str):
+        raise InvalidRecipe(f"{what}: {str(file)!r} has no model_type")
     try:
         config = AutoConfig.for_model(model_type, **raw)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidRecipe(f"model.init: {str(file)!r}: {exc}") from None
+    except Exception as exc:  # as in build_config: any HF validation error is a bad config
+        raise InvalidRecipe(
+            f"{what}: {str(file)!r} is not a valid config: {one_line(exc)}"
+        ) from None
     config.use_cache = False
     return config
+
+
+def load_init_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights of a ``model.init`` folder (never a pickle), or InvalidRecipe."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InvalidRecipe(f"model.init: {str(folder)!r} holds no .safetensors weights")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            weights.update(load_file(str(file)))
+        except (OSError, SafetensorError) as exc:
+            raise InvalidRecipe(
+                f"model.init: {str(file)!r} is truncated or not a safetensors file "
+                f"({one_line(exc)}); point model.init at an intact checkpoint"
+            ) from None
+    return weights
 
 
 def build_model(config: PretrainedConfig, attn_implementation: str = "sdpa") -> PreTrainedModel:
     """A freshly initialised float32 model (draws from torch's global RNG: seed first)."""
-    model = AutoModelForCausalLM.from_config(
-        config, attn_implementation=attn_implementation, dtype=torch.float32
-    )
+    try:
+        model = AutoModelForCausalLM.from_config(
+            config, attn_implementation=attn_implementation, dtype=torch.float32
+        )
+    except ValueError as exc:  # e.g. an attention implementation this install lacks
+        raise InvalidRecipe(
+            f"model: cannot build the {config.model_type} model: {one_line(exc)}"
+        ) from None
     return model
 
 

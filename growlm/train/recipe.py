@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from growlm.errors import InvalidRecipe
-from growlm.train.schema import build, doc
+from growlm.train.schema import build, doc, yaml_problem
 
 RESERVED_STAGE_NAMES = ("final", "checkpoints", "tensorboard", "metrics.jsonl", "recipe.yaml")
 
@@ -109,6 +109,13 @@ class GrowConfig:
     params: dict[str, Any] = field(
         default_factory=dict, metadata=doc("operator parameters, e.g. {factor: 4}")
     )
+    fade_steps: int | None = field(
+        default=None,
+        metadata=doc(
+            "random-depth / random-width only: MSG masks ramp the new structure in from 0 to 1 "
+            "over this many steps (exactly function-preserving at growth)"
+        ),
+    )
 
 
 @dataclass
@@ -131,6 +138,13 @@ class StageConfig:
     optimizer_state: Literal["fresh", "carry"] = field(
         default="fresh",
         metadata=doc("after growth: fresh AdamW (paper) or carry the moments through the operator"),
+    )
+    trainable: Literal["all", "new"] = field(
+        default="all",
+        metadata=doc(
+            "new: train only the layers this stage's depth growth added on top, the final norm "
+            "and the head; everything else frozen (MSLT). all: train every parameter"
+        ),
     )
 
 
@@ -227,7 +241,9 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:
-        raise InvalidRecipe(f"recipe {str(file)!r} is not valid YAML: {exc}") from None
+        raise InvalidRecipe(
+            f"recipe {str(file)!r} is not valid YAML: {yaml_problem(exc)}"
+        ) from None
     return recipe_from_dict(raw, overrides or [], base_dir=file.resolve().parent)
 
 
@@ -255,8 +271,13 @@ def _split_grow(grow: dict[str, Any]) -> dict[str, Any]:
     """``{op: stack, factor: 4}`` -> ``{op: stack, params: {factor: 4}}``."""
     if "params" in grow:
         return grow
-    params = {k: v for k, v in grow.items() if k != "op"}
-    return {"op": grow.get("op"), "params": params} if "op" in grow else grow
+    params = {k: v for k, v in grow.items() if k not in ("op", "fade_steps")}
+    if "op" not in grow:
+        return grow
+    out = {"op": grow.get("op"), "params": params}
+    if "fade_steps" in grow:
+        out["fade_steps"] = grow["fade_steps"]
+    return out
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -342,6 +363,8 @@ def validate(recipe: Recipe) -> None:
     _check(run.spike_factor == 0 or run.spike_factor > 1, "run.spike_factor must be 0 or > 1")
     _check(run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1")
     _check(run.peak_flops is None or run.peak_flops > 0, "run.peak_flops must be > 0")
+    _check(run.threads is None or run.threads >= 1, "run.threads must be >= 1 (or null)")
+    _check(data.vocab_size <= 1 << 20, "data.vocab_size must be <= 1048576")
     if not recipe.stages:
         raise InvalidRecipe("stages: at least one stage is required")
     names: set[str] = set()
@@ -359,7 +382,53 @@ def validate(recipe: Recipe) -> None:
             )
         if stage.optimizer_state == "carry" and stage.grow is None:
             raise InvalidRecipe(f"{where}.optimizer_state: 'carry' needs a grow step")
+        _validate_stage_growth(recipe, index)
         _validate_optim(recipe.stage_optim(index), f"{where}.optim")
+
+
+def _validate_stage_growth(recipe: Recipe, index: int) -> None:
+    """Masks (MSG) and MSLT need the right kind of growth; the rest is planned on meta tensors
+    when training starts (``growth.check_growth``)."""
+    from growlm.ops.registry import get_operator_entry, parse_op_names
+    from growlm.train.masks import FADE_OPS
+
+    stage = recipe.stages[index]
+    where = f"stages.{index}"
+    grow = stage.grow
+    ops = parse_op_names(grow.op) if grow is not None else []
+    if grow is not None and grow.fade_steps is not None:
+        if isinstance(grow.fade_steps, bool) or grow.fade_steps <= 0:
+            raise InvalidRecipe(f"{where}.grow.fade_steps must be an integer > 0")
+        if not ops or any(o not in FADE_OPS for o in ops):
+            raise InvalidRecipe(
+                f"{where}.grow.fade_steps: masks apply to random-depth / random-width (MSG), "
+                f"not {grow.op!r}; remove fade_steps or grow with a random operator"
+            )
+        if recipe.run.compile:
+            raise InvalidRecipe(
+                f"{where}.grow.fade_steps: the masks live in forward hooks that a compiled model "
+                "would not follow; set run.compile false for this run"
+            )
+    if stage.trainable == "new":
+        if grow is None:
+            raise InvalidRecipe(
+                f"{where}.trainable: 'new' (MSLT) needs a depth growth in this stage"
+            )
+        entries = [get_operator_entry(o) for o in ops]
+        if any(e is not None and e.width_fill is not None for e in entries):
+            raise InvalidRecipe(
+                f"{where}.trainable: 'new' (MSLT) trains the layers a depth growth adds on top; "
+                f"{grow.op!r} grows width, which changes every layer: use trainable: all"
+            )
+        if any(e is not None and e.kind == "trains" for e in entries):
+            raise InvalidRecipe(
+                f"{where}.trainable: 'new' (MSLT) keeps the old layers frozen, but {grow.op!r} "
+                "learns a map that rewrites them: use stack or top with trainable: new"
+            )
+        if recipe.run.parallel == "fsdp":
+            raise InvalidRecipe(
+                f"{where}.trainable: 'new' (MSLT) is not supported with run.parallel fsdp; use ddp"
+            )
 
 
 def _validate_optim(o: OptimConfig, where: str) -> None:

@@ -5,7 +5,9 @@ path. Field documentation lives in ``field(metadata={"doc": ...})`` next to the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -29,7 +31,7 @@ def build(cls: type[T], raw: Any, path: str) -> T:
         raise InvalidRecipe(f"{path or 'recipe'}: expected a mapping, got {type(raw).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted((key for key in raw if key not in fields), key=str)
     if unknown:
         raise InvalidRecipe(
             f"{_join(path, str(unknown[0]))}: unknown key (allowed: {', '.join(sorted(fields))})"
@@ -82,6 +84,11 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise InvalidRecipe(f"{path}: expected a mapping, got {value!r}")
+        args = get_args(tp)
+        if args and args[0] is str:
+            for key in value:
+                if not isinstance(key, str):
+                    raise InvalidRecipe(f"{path}: keys must be names, got {key!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return build(typing.cast(type, tp), value, path)
@@ -116,14 +123,28 @@ def _scalar(tp: Any, value: Any, path: str) -> Any:
 
 
 def _number(value: Any, path: str, what: str) -> float:
+    number: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
         try:
-            return float(value.replace("_", ""))
-        except ValueError:
-            pass
-    raise InvalidRecipe(f"{path}: expected {what}, got {value!r}")
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value.replace("_", ""))
+    if number is None:
+        raise InvalidRecipe(f"{path}: expected {what}, got {value!r}")
+    if not math.isfinite(number):
+        raise InvalidRecipe(f"{path}: expected {what}, got {value!r} (not finite)")
+    return number
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error as one line: what is wrong and where (line:column, 1-based)."""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _join(path: str, name: str) -> str:
