@@ -77,26 +77,93 @@ def test_two_processes_match_one(single, parallel):
     assert torch.isfinite(got["lm_head.weight"]).all()
 
 
-@pytest.mark.slow
-def test_fsdp_resume_from_a_mid_stage_checkpoint_is_exact(tmp_path):
-    """2-process FSDP2 run with checkpoints every 2 steps; then the same run resumed from its
-    checkpoint at step 6 (inside the grown stage, carried moments sharded as DTensors) ends
-    with bitwise the same weights."""
-    cache = tmp_path / "cache"
-    extra = ["run.parallel=fsdp", "run.threads=1", "run.checkpoint_every=2"]
-    extra.append("run.keep_checkpoints=10")
-    full = tmp_path / "full"
-    records = _train(full, cache, 2, extra)
-    resumed = tmp_path / "resumed"
-    shutil.copytree(full, resumed)
-    for ckpt in sorted((resumed / "checkpoints").iterdir()):
-        if int(ckpt.name.split("-")[1]) > 6:
+def _resume_copy(src: Path, dst: Path, keep_until: int) -> None:
+    """``src`` as if the run had been killed right after its checkpoint at ``keep_until``."""
+    shutil.copytree(src, dst)
+    for ckpt in sorted((dst / "checkpoints").iterdir()):
+        if int(ckpt.name.split("-")[1]) > keep_until:
             shutil.rmtree(ckpt)
     for folder in ("grown", "final"):
-        shutil.rmtree(resumed / folder)
-    again = _train(resumed, cache, 2, extra, resume=True)
-    assert [r["step"] for r in again] == [r["step"] for r in records]
-    a = load_file(full / "final" / "model.safetensors")
-    b = load_file(resumed / "final" / "model.safetensors")
+        shutil.rmtree(dst / folder, ignore_errors=True)
+
+
+def _same_final(a_dir: Path, b_dir: Path) -> None:
+    a = load_file(a_dir / "final" / "model.safetensors")
+    b = load_file(b_dir / "final" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+FSDP = ["run.parallel=fsdp", "run.threads=1", "run.checkpoint_every=2", "run.keep_checkpoints=10"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory):
+    """Uninterrupted 2-process FSDP2 runs, one per checkpoint format (built on demand)."""
+    root = tmp_path_factory.mktemp("fsdp")
+    runs: dict[str, tuple[Path, list[dict]]] = {}
+
+    def get(fmt: str) -> tuple[Path, list[dict]]:
+        if fmt not in runs:
+            out = root / fmt
+            runs[fmt] = (
+                out,
+                _train(out, root / "cache", 2, [*FSDP, f"run.checkpoint_format={fmt}"]),
+            )
+        return runs[fmt]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["full", "sharded"])
+def test_fsdp_resume_is_exact(tmp_path, fsdp_runs, fmt):
+    """2-process FSDP2 run with a checkpoint every 2 steps, resumed from its checkpoint at step
+    6 (inside the grown stage: carried moments sharded as DTensors) and, sharded, from the
+    stage-end checkpoint at step 4 (the next stage grows the gathered shards): bitwise the same
+    final weights. Sharded checkpoints hold one file per rank and nothing gathered."""
+    cache = tmp_path / "cache"
+    extra = [*FSDP, f"run.checkpoint_format={fmt}"]
+    full, records = fsdp_runs(fmt)
+    step6 = full / "checkpoints" / "step-00000006"
+    names = sorted(p.name for p in step6.iterdir())
+    if fmt == "sharded":
+        assert names == [
+            "config.json",
+            "model-rank00000-of-00002.safetensors",
+            "model-rank00001-of-00002.safetensors",
+            "optimizer-rank00000-of-00002.safetensors",
+            "optimizer-rank00001-of-00002.safetensors",
+            "rng.safetensors",
+            "state.json",
+        ]
+        shard = load_file(step6 / "model-rank00001-of-00002.safetensors")
+        whole = load_file(full / "grown" / "model.safetensors")
+        name = "model.layers.3.mlp.down_proj.weight"
+        assert 0 < shard[name].shape[0] < whole[name].shape[0]  # only this rank's rows
+    else:
+        assert "model.safetensors" in names
+    cuts = [6, 4] if fmt == "sharded" else [6]
+    for cut in cuts:
+        resumed = tmp_path / f"resumed-{cut}"
+        _resume_copy(full, resumed, cut)
+        again = _train(resumed, cache, 2, extra, resume=True)
+        assert [r["step"] for r in again] == [r["step"] for r in records]
+        _same_final(full, resumed)
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_needs_the_same_process_count(tmp_path, fsdp_runs):
+    cache = tmp_path / "cache"
+    extra = [*FSDP, "run.checkpoint_format=sharded"]
+    full, _ = fsdp_runs("sharded")
+    _resume_copy(full, tmp_path / "one", 6)
+    args = ["train", str(TINY), "--out", str(tmp_path / "one"), "--resume"]
+    for item in SETS + extra:
+        args += ["--set", item]
+    env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "growlm.cli", *args]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is sharded over 2 processes but this run has 1" in lines[0]

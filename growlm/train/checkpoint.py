@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import re
 import shutil
@@ -92,31 +93,45 @@ def save_checkpoint(
     out_dir: Path,
     step: int,
     config: PretrainedConfig,
-    model_state: dict[str, torch.Tensor],
-    optim_state: dict[str, dict[str, torch.Tensor]],
+    model_state: dict[str, torch.Tensor] | None,
+    optim_state: dict[str, dict[str, torch.Tensor]] | None,
     run_state: dict[str, Any],
     keep: int,
+    shards_from: Path | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``."""
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``.
+
+    Sharded (``growlm.train.sharded``): ``model_state`` and ``optim_state`` are None and every
+    rank has already written its shard files into ``shards_from``; they are moved into the
+    checkpoint before it is renamed into place."""
     root = out_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     previous = list_checkpoints(out_dir)
-    for stale in [*root.glob(".tmp-step-*"), *root.glob(".step-*.old-*")]:
+    stale_globs = (".tmp-step-*", ".tmp-shards-*", ".step-*.old-*")
+    for stale in [p for pattern in stale_globs for p in root.glob(pattern)]:
+        if shards_from is not None and stale == shards_from:
+            continue
         shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while writing
     tmp = root / f".tmp-step-{step:08d}"
     try:
         tmp.mkdir()
         fault_point("checkpoint.begin")
-        save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+        if model_state is not None:
+            save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
         fault_point("checkpoint.model")
         config.to_json_file(str(tmp / "config.json"))
-        flat = {
-            f"{name}{_SEP}{key}": value
-            for name, entry in optim_state.items()
-            for key, value in entry.items()
-        }
-        save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
+        if optim_state is not None:
+            flat = {
+                f"{name}{_SEP}{key}": value
+                for name, entry in optim_state.items()
+                for key, value in entry.items()
+            }
+            save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
+        if shards_from is not None:
+            for shard in sorted(shards_from.iterdir()):
+                os.replace(shard, tmp / shard.name)
+            shards_from.rmdir()
         fault_point("checkpoint.optimizer")
         rng_tensors, rng_plain = rng_snapshot()
         save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
@@ -128,6 +143,8 @@ def save_checkpoint(
         replace_dir(tmp, final)
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if shards_from is not None:
+            shutil.rmtree(shards_from, ignore_errors=True)
         last = f"{previous[-1]} is intact" if previous else "none was written yet"
         raise write_error(
             exc, f"checkpoint {final.name} in {str(root)!r}", f"the previous checkpoint {last}"
@@ -182,10 +199,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint folder written by ``save_checkpoint``."""
     try:
         config = load_config(path, "checkpoint")
-        model = load_file(str(path / "model.safetensors"))
-        flat = load_file(str(path / "optimizer.safetensors"))
-        rng = load_file(str(path / "rng.safetensors"))
         state = json.loads((path / "state.json").read_text())
+        sharded = isinstance(state, dict) and state.get("sharded") is not None
+        # sharded: each rank reads its own shards later (growlm.train.sharded)
+        model = {} if sharded else load_file(str(path / "model.safetensors"))
+        flat = {} if sharded else load_file(str(path / "optimizer.safetensors"))
+        rng = load_file(str(path / "rng.safetensors"))
     except (OSError, ValueError, SafetensorError, InvalidRecipe) as exc:
         raise CorruptCheckpoint(
             f"checkpoint {str(path)!r} cannot be read ({one_line(exc)}); move it out of "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from growlm.errors import InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
 from growlm.train import distributed
 from growlm.train.checkpoint import (
+    CHECKPOINTS,
     Checkpoint,
     export_hf,
     list_checkpoints,
@@ -53,6 +55,12 @@ from growlm.train.model import (
 )
 from growlm.train.optim import lr_at, make_optimizer, set_lr
 from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
+from growlm.train.sharded import (
+    install_local_optim,
+    install_local_weights,
+    read_local_shards,
+    write_local_shards,
+)
 
 FINAL = "final"
 
@@ -143,14 +151,19 @@ class Trainer:
         seed_everything(self.recipe.seed)
         progress = Progress()
         prev_optim: dict[str, dict[str, torch.Tensor]] | None = None
+        local_optim: dict[str, dict[str, torch.Tensor]] | None = None  # sharded resume
+        wrapped: nn.Module | None = None
         if ckpt is not None:
             progress = Progress(**{k: v for k, v in ckpt.state["progress"].items()})
             config = ckpt.config
-            model = self._restored_model(ckpt)
             self.sampler.load_state_dict(progress.sampler)
             self._elapsed_before = progress.elapsed
-            prev_optim = ckpt.optimizer
             first = progress.stage + (1 if progress.stage_done else 0)
+            if ckpt.state.get("sharded"):
+                model, wrapped, prev_optim, local_optim = self._restored_sharded(ckpt, progress)
+            else:
+                model = self._restored_model(ckpt)
+                prev_optim = ckpt.optimizer
         else:
             config = build_config(self.recipe.model, self.data.vocab_size, self.data.eos_id)
             model = self._initial_model(config)
@@ -186,7 +199,6 @@ class Trainer:
             _plain(recipe_to_dict(self.recipe)),
         )
         last: dict[str, Any] = {}
-        wrapped: nn.Module | None = None
         try:
             for index in range(first, len(self.recipe.stages)):
                 within = ckpt is not None and index == progress.stage and not progress.stage_done
@@ -225,10 +237,13 @@ class Trainer:
                 )
                 if optim_init:
                     distributed.load_optim_state(wrapped, optimizer, optim_init)
+                elif within and local_optim is not None:
+                    install_local_optim(wrapped, optimizer, local_optim)
                 last = self._train_stage(index, wrapped, optimizer, config, progress, logger, masks)
                 assert progress.fade is None, "MSG masks still active at the end of a stage"
                 prev_optim = distributed.full_optim_state(wrapped, optimizer)
-                self._save_checkpoint(wrapped, config, prev_optim, progress)
+                local_optim = None
+                self._save_checkpoint(wrapped, optimizer, config, progress, prev_optim)
                 self._export(self.out / stage.name, wrapped, config)
             if wrapped is None:
                 wrapped = self._prepare_model(model)
@@ -333,6 +348,26 @@ class Trainer:
         if self.recipe.model.init is not None:
             self._load_weights(model, load_init_weights(Path(self.recipe.model.init)))
         return model
+
+    def _restored_sharded(
+        self, ckpt: Checkpoint, progress: Progress
+    ) -> tuple[nn.Module, nn.Module, dict[str, Any] | None, dict[str, Any] | None]:
+        """(model, wrapped model, full AdamW state, local AdamW shards) from a sharded
+        checkpoint: the model is sharded first, then each rank copies in its own shards. In a
+        stage the optimizer takes the local shards as they are; at a stage end the next stage
+        may grow them, which needs them whole (gathered once)."""
+        world = int(ckpt.state["sharded"]["world_size"])
+        weights, local = read_local_shards(ckpt.path, self.ctx, world)
+        model = build_model(ckpt.config, self.recipe.model.attn_implementation)
+        wrapped = self._prepare_model(model)
+        install_local_weights(wrapped, weights)
+        if not progress.stage_done:
+            return model, wrapped, None, local
+        optimizer = make_optimizer(
+            distributed.unwrap(wrapped), self.recipe.stage_optim(progress.stage), fused=False
+        )
+        install_local_optim(wrapped, optimizer, local)
+        return model, wrapped, distributed.full_optim_state(wrapped, optimizer), None
 
     def _restored_model(self, ckpt: Checkpoint) -> nn.Module:
         model = build_model(ckpt.config, self.recipe.model.attn_implementation)
@@ -454,8 +489,7 @@ class Trainer:
                 progress.stage_done = True
             logger.log(record)
             if not stage_end and run.checkpoint_every and progress.step % run.checkpoint_every == 0:
-                optim_state = distributed.full_optim_state(model, optimizer)
-                self._save_checkpoint(model, config, optim_state, progress)
+                self._save_checkpoint(model, optimizer, config, progress)
         return record
 
     def _autocast(self) -> Any:
@@ -543,18 +577,37 @@ class Trainer:
     def _save_checkpoint(
         self,
         model: nn.Module,
+        optimizer: torch.optim.Optimizer,
         config: PretrainedConfig,
-        optim_state: dict[str, dict[str, torch.Tensor]],
         progress: Progress,
+        optim_state: dict[str, dict[str, torch.Tensor]] | None = None,
     ) -> None:
-        weights = distributed.full_state(model)
+        """A resumable checkpoint: gathered to rank 0 (full), or each rank's own shards
+        (``run.checkpoint_format: sharded``, no gather) assembled by rank 0."""
+        staging = None
+        weights = None
+        if self.recipe.run.checkpoint_format == "sharded":
+            staging = self.out / CHECKPOINTS / f".tmp-shards-{progress.step:08d}"
+            if self.ctx.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            distributed.barrier(self.ctx)
+            write_local_shards(staging, model, optimizer, self.ctx)
+            distributed.barrier(self.ctx)
+            optim_state = None
+        else:
+            weights = distributed.full_state(model)
+            if optim_state is None:
+                optim_state = distributed.full_optim_state(model, optimizer)
         if self.ctx.is_main:
             progress.sampler = self.sampler.state_dict()
-            state = {
+            state: dict[str, Any] = {
                 "format": 1,
                 "progress": dataclasses.asdict(progress),
                 "recipe": _plain(recipe_to_dict(self.recipe)),
             }
+            if staging is not None:
+                state["sharded"] = {"world_size": self.ctx.world_size}
             save_checkpoint(
                 self.out,
                 progress.step,
@@ -563,6 +616,7 @@ class Trainer:
                 optim_state,
                 state,
                 self.recipe.run.keep_checkpoints,
+                shards_from=staging,
             )
         distributed.barrier(self.ctx)
 

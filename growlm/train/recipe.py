@@ -177,6 +177,13 @@ class RunConfig:
     keep_checkpoints: int = field(
         default=2, metadata=doc("resumable checkpoints kept (oldest deleted)")
     )
+    checkpoint_format: Literal["full", "sharded"] = field(
+        default="full",
+        metadata=doc(
+            "full: weights and AdamW state gathered and written by rank 0; sharded (FSDP): each "
+            "rank writes its own shards, no gather (resume with the same number of processes)"
+        ),
+    )
     peak_flops: float | None = field(
         default=None,
         metadata=doc(
@@ -362,6 +369,10 @@ def validate(recipe: Recipe) -> None:
     _check(0 < run.skip_lr_factor <= 1, "run.skip_lr_factor must be in (0, 1]")
     _check(run.spike_factor == 0 or run.spike_factor > 1, "run.spike_factor must be 0 or > 1")
     _check(run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1")
+    _check(
+        run.checkpoint_format == "full" or run.parallel == "fsdp",
+        "run.checkpoint_format: sharded needs run.parallel fsdp (DDP ranks hold full copies)",
+    )
     _check(run.peak_flops is None or run.peak_flops > 0, "run.peak_flops must be > 0")
     _check(run.threads is None or run.threads >= 1, "run.threads must be >= 1 (or null)")
     _check(data.vocab_size <= 1 << 20, "data.vocab_size must be <= 1048576")
