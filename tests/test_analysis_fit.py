@@ -122,3 +122,17 @@ def test_fit_sweep_cli_writes_guideline_plan_reads(tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["growth_tokens"] == pytest.approx(true.growth_tokens(2e6, 1.2e13), rel=1e-6)
     assert plan["growth_factor"] == 2 and plan["warnings"] == []
+
+
+def test_the_irreducible_loss_is_never_fitted_below_zero():
+    """A curve that is still a pure power law over the measured range (no visible floor) used
+    to get a large negative c, which extrapolates to nonsense; c is held at >= 0."""
+    from growlm.analysis.fit import fit_power_law
+
+    rng = np.random.default_rng(0)
+    cost = np.geomspace(1e12, 6e13, 18)
+    loss = 6.0 * (cost / 1e12) ** -0.12 + rng.normal(0.0, 0.01, cost.size)
+    fit = fit_power_law(cost, loss, bootstrap=50)
+    assert fit.c >= 0.0 and all(row[2] >= 0.0 for row in fit.samples)
+    assert abs(fit.b - 0.12) < 0.03
+    assert abs(fit.loss(6e14) - 6.0 * 600**-0.12) < 0.1  # 10x beyond the data

@@ -71,7 +71,8 @@ def _fit_once(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     span = float(np.max(y) - top) or abs(top) or 1.0
     lo_c = top - 50.0 * span
     grid = top - span * np.geomspace(1e-4, 50.0, 60)  # candidate asymptotes below the data
-    grid = grid[grid > min(0.0, lo_c)] if top > 0 else grid
+    floor = 0.0 if top > 0 else lo_c  # a cross-entropy's irreducible part is never negative
+    grid = np.append(grid[grid > floor], floor) if top > 0 else grid
     errors = [_linear_given_c(x, y, float(c))[2] for c in grid]
     k = int(np.argmin(errors))
     lo = float(grid[min(k + 1, len(grid) - 1)])
@@ -83,13 +84,13 @@ def _fit_once(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
             hi = m2
         else:
             lo = m1
-    c = (lo + hi) / 2
+    c = max((lo + hi) / 2, floor)
     a, b, _ = _linear_given_c(x, y, c)
-    return _refine(x, y, a, b, c)
+    return _refine(x, y, a, b, c, floor)
 
 
 def _refine(
-    x: np.ndarray, y: np.ndarray, a: float, b: float, c: float
+    x: np.ndarray, y: np.ndarray, a: float, b: float, c: float, floor: float = -math.inf
 ) -> tuple[float, float, float]:
     """Levenberg-Marquardt steps on (log a, b, c) for the squared error in loss space (the
     profile's a, b minimise it in log space, which weights the tail differently)."""
@@ -107,7 +108,7 @@ def _refine(
         step = np.linalg.solve(h + lam * np.diag(np.diag(h) + 1e-12), -jac.T @ r)
         trial = p + step
         value = sse(trial)
-        if value < best and trial[1] > 0 and trial[2] < float(y.min()):
+        if value < best and trial[1] > 0 and floor <= trial[2] < float(y.min()):
             converged = best - value < 1e-12 * max(best, 1e-300)
             p, best, lam = trial, value, lam / 3
             if converged:
