@@ -155,6 +155,32 @@ def test_parquet_rows_tokenise_like_the_same_jsonl_rows(tmp_path):
         prepare(_options(sources=[str(parquet)]), tmp_path / "oc")
 
 
+def test_hub_source_streams_the_named_split_and_field(tmp_path, monkeypatch):
+    """``hf:name:config@split`` goes to datasets.load_dataset(name, config, split=, streaming=
+    True) and its text field is read like a .jsonl's (the hub itself is not reachable here)."""
+    import datasets
+
+    calls = []
+    rows = [{"content": f"Hub row {i}: all the world's a stage. " * 4} for i in range(30)]
+
+    def fake_load(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        return iter(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    source = "hf:someorg/plays:verse@validation"
+    out = prepare(_options(sources=[source], text_field="content", block_tokens=64), tmp_path / "o")
+    assert calls and set(calls) == {("someorg/plays", "verse", "validation", True)}
+    assert open_shards(out).manifest["documents"] == 30
+
+    def offline(*args, **kw):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(InvalidData, match=r"'hf:x/y' could not be loaded: hub unreachable"):
+        prepare(_options(sources=["hf:x/y"]), tmp_path / "o2")
+
+
 def test_bad_sources_give_clear_errors(tmp_path):
     with pytest.raises(InvalidData, match="does not exist"):
         prepare(_options(sources=[str(tmp_path / "missing")]), tmp_path / "o1")
