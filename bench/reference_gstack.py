@@ -88,6 +88,26 @@ def extrapolate(folder: Path, scratch: str, grown: str) -> dict[str, Any]:
     return result
 
 
+def scratch_lr_check(out: Path, first: dict[str, Any], best_d: int) -> dict[str, Any]:
+    """Is scratch handicapped by its lr? Scratch (seed 0) again at the small model's peak lr
+    2e-3, compared with the chosen G_stack run."""
+    folder = out / "sweep-seed0"
+    scratch = next(k for k, v in first["runs"].items() if v["growth_tokens"] is None)
+    stacked = next(k for k, v in first["runs"].items() if v["growth_tokens"] == best_d)
+    run = out / "scratch-lr2e-3"
+    if not (run / "final").exists():
+        recipe = folder / "recipes" / f"{scratch}.yaml"
+        growlm("train", str(recipe), "--out", str(run), "--resume", "--set", "optim.lr=2e-3")
+    cmp = out / "compare-scratch-lr2e-3"
+    growlm("compare", str(run), str(folder / stacked), str(folder / scratch), "--out", str(cmp))
+    summary = json.loads((cmp / "summary.json").read_text())["runs"]
+    return {
+        "scratch_lr2e-3_final_val_loss": summary[run.name]["final_val_loss"],
+        "scratch_lr1e-3_final_val_loss": summary[scratch]["final_val_loss"],
+        "g_stack_speedup_flops_vs_lr2e-3_scratch": summary[stacked]["speedup_flops"],
+    }
+
+
 def _spread(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -130,6 +150,7 @@ def main() -> int:
             "speedup_flops_fit_from_compare": g.get("speedup_flops_fit"),
             "fit": fit,
         }
+    lr_check = scratch_lr_check(args.out, first, best_d)
     sf = [v["speedup_flops"] for v in seeds.values() if v["speedup_flops"] is not None]
     st = [v["speedup_time"] for v in seeds.values() if v["speedup_time"] is not None]
     result = {
@@ -152,6 +173,7 @@ def main() -> int:
             for k, v in first["runs"].items()
         },
         "chosen_growth_tokens": best_d,
+        "scratch_lr_check": lr_check,
         "seeds": seeds,
         "speedup_flops": _spread(sf),
         "speedup_time": _spread(st),
