@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from growlm.grow import grow_tensors
-from tests.tiny_models import make_model
+from tiny_models import make_model
 
 W = "model.layers.{}.{}"
 
