@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import make_model
 
 from growlm.grow import grow_tensors
-from tiny_models import make_model
 
 W = "model.layers.{}.{}"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import make_model
 
 from growlm.errors import InvalidRecipe
 from growlm.train.growth import grow_weights
 from growlm.train.masks import FadeMasks, fade_plan
 from growlm.train.model import build_model
 from growlm.train.recipe import GrowConfig
-from tiny_models import make_model
 
 TOL = 2e-5  # fp32 logits; the grown matmuls sum extra exact zeros in another order
 
