@@ -385,8 +385,8 @@ def _write(
                 yield tp.name, tensors[tp.name].to(dtypes[tp.name])
                 continue
             src_name = tp.source
-            weight_steps = [st for st in tp.steps if not getattr(st, "moments_only", False)]
-            raw = source.raw(src_name) if src_name is not None and not weight_steps else None
+            changed = any(st.affects_weights for st in tp.steps)
+            raw = source.raw(src_name) if src_name is not None and not changed else None
             if raw is not None and src_name and source.dtype(src_name) == dtypes[tp.name]:
                 yield tp.name, raw  # an unchanged copy: bytes go file to file
             else:

@@ -135,7 +135,7 @@ def test_jsonl_rows_and_text_field(tmp_path):
 
 
 def test_parquet_rows_tokenise_like_the_same_jsonl_rows(tmp_path):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa  # installed with the eval extra (datasets): never skipped
     import pyarrow.parquet as pq
 
     rows = [f"Row {i}: what light through yonder window breaks. " * 4 for i in range(40)]

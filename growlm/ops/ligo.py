@@ -248,6 +248,7 @@ class Maps:
         src_index = _index(spec, weights, plan.src_layers)
         self.out_index = _index(spec, [tp.name for tp in plan.tensors], plan.out_layers)
         self.params: dict[str, torch.Tensor] = {}
+        self.compose_flops = 0.0  # FLOPs of one compose() with its backward (set by it)
 
         # width: one matrix per grown base axis
         self.src_shape: Shape | None = None
@@ -353,12 +354,14 @@ class Maps:
         ``exact``: one-hot depth rows are applied as copies (materialisation)."""
         cache: dict[str, torch.Tensor | None] = {}
         wide: dict[str, torch.Tensor] = dict(self.fixed)
+        flops = 0.0  # 2 per multiply-add: rows(A) x numel(x) per width product
         for name, steps in self.steps.items():
             x = self.small[name]
             for st in steps:
                 if isinstance(st, Expand):
                     a = self._axis(st.axis, cache)
                     if a is not None:
+                        flops += 2.0 * a.shape[0] * x.numel()
                         x = _along(x, st.dim, a)
                 else:
                     x = x * st.mult
@@ -373,36 +376,15 @@ class Maps:
                 continue
             d = self.params[f"depth.{ts.name}"]
             srcs = [wide[n] for n in self.kind_sources[ts.name]]
+            flops += 2.0 * d.shape[1] * srcs[0].numel()  # this output layer's row of the mix
             if exact:
                 out[tp.name] = _mix_exact(d[layer], srcs)
                 continue
             if ts.name not in mixed:
                 mixed[ts.name] = list(torch.tensordot(d, torch.stack(srcs), dims=1).unbind(0))
             out[tp.name] = mixed[ts.name][layer]
+        self.compose_flops = 3.0 * flops  # with its backward
         return out
-
-    def compose_flops(self) -> float:
-        """FLOPs of one ``compose`` with its backward (x3): every width product along a
-        dimension costs 2 x rows(A) x numel(x); every depth mix 2 x L' x L x numel(layer)."""
-        cache: dict[str, torch.Tensor | None] = {}
-        total = 0.0
-        sizes: dict[str, int] = {}
-        for name, steps in self.steps.items():
-            shape = list(self.small[name].shape)
-            for st in steps:
-                if isinstance(st, Expand):
-                    a = self._axis(st.axis, cache)
-                    if a is not None:
-                        total += 2.0 * a.shape[0] * math.prod(shape)
-                        shape[st.dim] = a.shape[0]
-            sizes[name] = math.prod(shape)
-        for kind, names in self.kind_sources.items():
-            d = self.params[f"depth.{kind}"]
-            per_layer = sizes.get(
-                names[0], self.fixed[names[0]].numel() if names[0] in self.fixed else 0
-            )
-            total += 2.0 * d.shape[0] * d.shape[1] * per_layer
-        return 3.0 * total
 
     def describe(self) -> list[str]:
         return [f"learned {k} {list(v.shape)}" for k, v in self.params.items()]
@@ -615,7 +597,7 @@ def learn(
         if k.startswith("depth.")
     }
     report = _report(plan, s, out, maps_info, tokens, losses, time.perf_counter() - t0)
-    report["compose_flops"] = maps.compose_flops() * s.steps
+    report["compose_flops"] = maps.compose_flops * s.steps
     report["flops"] += report["compose_flops"]
     report["depth_maps"] = depth_maps
     return Learned(plan, out, report)

@@ -43,6 +43,8 @@ class Context:
 
 
 class Step:
+    affects_weights = True  # False: the step only changes optimizer moments
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -152,8 +154,12 @@ class Zero(Step):
 
     moments_only: bool = False
 
+    @property
+    def affects_weights(self) -> bool:  # type: ignore[override]
+        return not self.moments_only
+
     def describe(self) -> str:
-        return "" if self.moments_only else "zero"  # weights: a copy
+        return "zero"
 
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
@@ -192,7 +198,7 @@ class TensorPlan:
     steps: list[Step] = field(default_factory=list)
 
     def describe(self) -> str:
-        chain = " -> ".join(d for d in (s.describe() for s in self.steps) if d) or "copy"
+        chain = " -> ".join(s.describe() for s in self.steps if s.affects_weights) or "copy"
         src = self.source or "(new)"
         return f"{self.name} {list(self.shape)} <- {src}: {chain}"
 

@@ -168,10 +168,14 @@ def full_optim_state(
 
 
 def load_optim_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, dict[str, Any]]
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, dict[str, Any]],
+    local: bool = False,
 ) -> None:
-    """Install per-name AdamW state (as returned by ``full_optim_state``) into ``optimizer``,
-    sharding moments like their parameters under FSDP2."""
+    """Install per-name AdamW state into ``optimizer``: whole tensors (as returned by
+    ``full_optim_state``), sharded like their parameters under FSDP2, or with ``local`` this
+    rank's own shards (a sharded checkpoint), laid out like their parameters as they are."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     params = dict(unwrap(model).named_parameters())
@@ -185,6 +189,15 @@ def load_optim_state(
             if key == "step":
                 device = param.device if fused else torch.device("cpu")  # fused: on-device
                 installed[key] = value.detach().to(device, torch.float32, copy=True)
+            elif isinstance(param, DTensor) and local:
+                installed[key] = DTensor.from_local(
+                    value.to(param.device, param.dtype),
+                    param.device_mesh,
+                    param.placements,
+                    run_check=False,
+                    shape=param.shape,
+                    stride=param.stride(),
+                )
             elif isinstance(param, DTensor):
                 installed[key] = distribute_tensor(
                     value.to(param.device_mesh.device_type), param.device_mesh, param.placements

@@ -70,29 +70,21 @@ def grow_moments(
     step = max(entry["step"] for entry in optim_state.values())
     op, params = grow.op, dict(grow.params)  # learned maps: moments follow the step-0 map
     grown: dict[str, dict[str, torch.Tensor]] = {}
-    fresh = {name for name in weights if name not in optim_state}  # frozen (MSLT): no state
     for key in MOMENT_KEYS:
         moments = {
-            name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)
+            name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)  # frozen
             for name, w in weights.items()
         }
         _, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
         for name, tensor in new_moments.items():
             grown.setdefault(name, {"step": step.clone()})[key] = tensor
     # a tensor with no carried history (a new block, or grown only from parameters frozen
-    # before) restarts AdamW's bias correction at step 0: zero moments with a large step count
-    # would make its first updates several times larger than Adam's
-    _, sources, _ = grow_tensors(
-        config,
-        {n: torch.full_like(w, 0.0 if n in fresh else 1.0) for n, w in weights.items()},
-        op,
-        params,
-        fill="exp_avg",
-        seed=seed,
-    )
-    for name, marker in sources.items():
-        if name in grown and not bool(marker.any()):
-            grown[name]["step"] = torch.zeros_like(grown[name]["step"])
+    # before) has exp_avg_sq == 0 everywhere: it restarts AdamW's bias correction at step 0,
+    # since zero moments with a large step count would make its first updates several times
+    # larger than Adam's
+    for entry in grown.values():
+        if not bool(entry["exp_avg_sq"].any()):
+            entry["step"] = torch.zeros_like(entry["step"])
     return grown
 
 

@@ -56,7 +56,6 @@ from growlm.train.model import (
 from growlm.train.optim import lr_at, make_optimizer, set_lr
 from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
 from growlm.train.sharded import (
-    install_local_optim,
     install_local_weights,
     read_local_shards,
     write_local_shards,
@@ -238,7 +237,7 @@ class Trainer:
                 if optim_init:
                     distributed.load_optim_state(wrapped, optimizer, optim_init)
                 elif within and local_optim is not None:
-                    install_local_optim(wrapped, optimizer, local_optim)
+                    distributed.load_optim_state(wrapped, optimizer, local_optim, local=True)
                 last = self._train_stage(index, wrapped, optimizer, config, progress, logger, masks)
                 assert progress.fade is None, "MSG masks still active at the end of a stage"
                 prev_optim = distributed.full_optim_state(wrapped, optimizer)
@@ -366,7 +365,7 @@ class Trainer:
         optimizer = make_optimizer(
             distributed.unwrap(wrapped), self.recipe.stage_optim(progress.stage), fused=False
         )
-        install_local_optim(wrapped, optimizer, local)
+        distributed.load_optim_state(wrapped, optimizer, local, local=True)
         return model, wrapped, distributed.full_optim_state(wrapped, optimizer), None
 
     def _restored_model(self, ckpt: Checkpoint) -> nn.Module:

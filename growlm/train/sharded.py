@@ -16,7 +16,6 @@ stage-end exports are still gathered Hugging Face folders. safetensors and JSON 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -95,33 +94,3 @@ def install_local_weights(model: nn.Module, weights: dict[str, torch.Tensor]) ->
                 f"{tuple(local.shape)}: the checkpoint was sharded differently"
             )
         local.copy_(weights[name])
-
-
-def install_local_optim(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, dict[str, Any]]
-) -> None:
-    """AdamW state from local shards: moments rebuilt as DTensors laid out like their params."""
-    from torch.distributed.tensor import DTensor
-
-    fused = bool(optimizer.defaults.get("fused"))
-    for name, param in unwrap(model).named_parameters():
-        entry = state.get(name)
-        if entry is None or not param.requires_grad:
-            continue
-        installed: dict[str, Any] = {}
-        for key, value in entry.items():
-            if key == "step":
-                device = param.device if fused else torch.device("cpu")
-                installed[key] = value.to(device, torch.float32, copy=True)
-            elif isinstance(param, DTensor):
-                installed[key] = DTensor.from_local(
-                    value.to(param.device, param.dtype),
-                    param.device_mesh,
-                    param.placements,
-                    run_check=False,
-                    shape=param.shape,
-                    stride=param.stride(),
-                )
-            else:
-                installed[key] = value.to(param.device, param.dtype, copy=True)
-        optimizer.state[param] = installed
