@@ -2,10 +2,13 @@
 
 Same model (Llama, 12 layers, hidden 512, seq 256), same batch, same token windows (the
 embedded Shakespeare corpus, tokenized once with an 8192-token byte-level BPE), bf16 autocast
-with fp32 master weights, AdamW (0.9, 0.95), clip 1.0, cosine schedule. The arms run one after
-the other in this process; each is timed per optimizer step (wall clock from step start to end),
-skipping warm-up steps, and reported as tokens/s and MFU against the bf16 matmul peak that the
-benchmark measures first (square bf16 matmuls, best of several runs).
+with fp32 master weights, AdamW (0.9, 0.95), clip 1.0, cosine schedule. Each side runs its own
+defaults: the Trainer with SDPA attention and (compiled arms) ``torch_compile=True`` on the whole
+model; growlm with ``model.attn_implementation: auto`` (SDPA eager; compiled: per-block compile
+and growlm's CPU attention, flash forward + recomputing backward) and a compiled loss. The arms
+run one after the other in this process; each is timed per optimizer step (wall clock from step
+start to end), skipping warm-up steps, and reported as tokens/s and MFU against the bf16 matmul
+peak that the benchmark measures first (square bf16 matmuls, best of several runs).
 
     python bench/train_throughput.py                  # eager arms, ~3 minutes on 2 cores
     python bench/train_throughput.py --compile        # add torch.compile arms (slower start)
@@ -259,6 +262,10 @@ def main() -> int:
             "batch": args.batch,
             "tokens_per_step": tokens_per_step,
             "precision": "bf16 autocast, fp32 master weights",
+            "attention": {
+                "trainer": "sdpa (eager and compiled)",
+                "growlm": "sdpa (eager); growlm_cpu (compiled, per-block compile)",
+            },
             "warmup_steps_skipped": args.warmup,
             "timed_steps": args.steps,
         },

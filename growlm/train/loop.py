@@ -49,6 +49,7 @@ from growlm.train.model import (
     attention_flops_per_token,
     build_config,
     build_model,
+    compile_blocks,
     load_init_weights,
     model_flops_per_token,
     param_count,
@@ -117,6 +118,10 @@ class Trainer:
         self.steps = [self._stage_steps(i) for i in range(len(recipe.stages))]
         self.sampler = WindowSampler(data.train.count, recipe.seed)
         self.autocast_dtype = torch.bfloat16 if recipe.run.precision == "bf16" else None
+        self._loss = _token_loss
+        if recipe.run.compile:
+            # cast, log-softmax and NLL fused: the fp32 copy of [tokens, vocab] never exists
+            self._loss = torch.compile(_token_loss)
         self._session_start = time.perf_counter()
         self._elapsed_before = 0.0
 
@@ -343,7 +348,7 @@ class Trainer:
         return new_config, self._model_from_weights(new_config, new_weights), carried
 
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
-        model = build_model(config, self.recipe.model.attn_implementation)
+        model = self._build_model(config)
         if self.recipe.model.init is not None:
             self._load_weights(model, load_init_weights(Path(self.recipe.model.init)))
         return model
@@ -357,7 +362,7 @@ class Trainer:
         may grow them, which needs them whole (gathered once)."""
         world = int(ckpt.state["sharded"]["world_size"])
         weights, local = read_local_shards(ckpt.path, self.ctx, world)
-        model = build_model(ckpt.config, self.recipe.model.attn_implementation)
+        model = self._build_model(ckpt.config)
         wrapped = self._prepare_model(model)
         install_local_weights(wrapped, weights)
         if not progress.stage_done:
@@ -369,14 +374,14 @@ class Trainer:
         return model, wrapped, distributed.full_optim_state(wrapped, optimizer), None
 
     def _restored_model(self, ckpt: Checkpoint) -> nn.Module:
-        model = build_model(ckpt.config, self.recipe.model.attn_implementation)
+        model = self._build_model(ckpt.config)
         self._load_weights(model, ckpt.model)
         return model
 
     def _model_from_weights(
         self, config: PretrainedConfig, weights: dict[str, torch.Tensor]
     ) -> nn.Module:
-        model = build_model(config, self.recipe.model.attn_implementation)
+        model = self._build_model(config)
         self._load_weights(model, weights)
         return model
 
@@ -391,11 +396,16 @@ class Trainer:
             )
         model.tie_weights()  # type: ignore[operator]
 
+    def _build_model(self, config: PretrainedConfig) -> nn.Module:
+        return build_model(
+            config, self.recipe.model.attn_implementation, self.ctx.device, self.recipe.run.compile
+        )
+
     def _prepare_model(self, model: nn.Module) -> nn.Module:
         model.to(self.ctx.device)
         model.train()
         if self.recipe.run.compile:
-            model.compile()  # type: ignore[operator]
+            compile_blocks(model)
         return distributed.wrap(model, self.ctx)
 
     # ---- one stage ----------------------------------------------------------------------
@@ -515,7 +525,7 @@ class Trainer:
             with distributed.set_grad_sync(model, self.ctx, j == accum - 1):
                 with self._autocast():
                     logits = model(input_ids=inputs).logits  # [micro, T, V]
-                loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+                loss = self._loss(logits, targets)
                 (loss / accum).backward()
             total += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -624,6 +634,11 @@ class Trainer:
         if self.ctx.is_main:
             export_hf(folder, config, weights, self.data.tokenizer_dir)
         distributed.barrier(self.ctx)
+
+
+def _token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of [B, T, V] logits (any dtype, computed in fp32)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 def _local(value: torch.Tensor) -> torch.Tensor:

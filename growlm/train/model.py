@@ -90,11 +90,20 @@ def load_init_weights(folder: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def build_model(config: PretrainedConfig, attn_implementation: str = "sdpa") -> PreTrainedModel:
-    """A freshly initialised float32 model (draws from torch's global RNG: seed first)."""
+def build_model(
+    config: PretrainedConfig,
+    attn_implementation: str = "auto",
+    device: torch.device | None = None,
+    compiled: bool = False,
+) -> PreTrainedModel:
+    """A freshly initialised float32 model (draws from torch's global RNG: seed first), with the
+    attention ``attn_implementation`` resolves to on ``device`` (growlm.train.attention)."""
+    from growlm.train.attention import resolve
+
+    attn = resolve(attn_implementation, config, device or torch.device("cpu"), compiled)
     try:
         model = AutoModelForCausalLM.from_config(
-            config, attn_implementation=attn_implementation, dtype=torch.float32
+            config, attn_implementation=attn, dtype=torch.float32
         )
     except ValueError as exc:  # e.g. an attention implementation this install lacks
         raise InvalidRecipe(
@@ -120,3 +129,22 @@ def attention_flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
 def model_flops_per_token(n_params: int) -> float:
     """The paper's compute convention: C = 6 * N * D."""
     return 6.0 * n_params
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """``torch.compile`` each decoder block in place (torchtitan's per-block compile); returns
+    how many. The blocks are the children of the model's largest ``ModuleList`` (by parameters);
+    a model without one is compiled whole (returns 0).
+
+    Per block rather than whole: identical blocks share one compiled graph (compile time of one
+    layer, not L), and transformers builds the attention mask outside the traced region, where
+    it can see that a batch of plain windows needs no mask at all (traced, it must materialise
+    a [B, 1, T, T] one, and the CPU attention kernels run slower with it)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    if not lists:
+        model.compile()
+        return 0
+    blocks = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    for block in blocks:
+        block.compile()
+    return len(blocks)

@@ -75,7 +75,13 @@ class ModelConfig:
             "HF checkpoint folder whose weights start the first stage (null: random init)"
         ),
     )
-    attn_implementation: str = field(default="sdpa", metadata=doc("HF attention implementation"))
+    attn_implementation: str = field(
+        default="auto",
+        metadata=doc(
+            "HF attention implementation (sdpa, eager, ...); auto: growlm_cpu (flash forward, "
+            "recomputing backward) for compiled CPU runs, sdpa otherwise"
+        ),
+    )
 
 
 @dataclass

@@ -1,0 +1,75 @@
+"""Causal attention forward + backward on this CPU: transformers' default (SDPA, flash kernel)
+vs growlm's ``growlm_cpu`` (flash forward, recomputing backward), both compiled as the trainer
+compiles them. The arms alternate call by call in one process, so a busy moment on the shared
+machine hits both; the ratio of medians is the figure to quote.
+
+    python bench/attention_cpu.py          # [8, 8, T, 64] bf16 for T = 256, 512, 1024; ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from growlm.train.attention import causal_attention  # noqa: E402
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=20, help="timed calls per arm and length")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/attention_cpu.json")
+    args = parser.parse_args()
+    arms = {"sdpa": torch.compile(sdpa), "growlm_cpu": torch.compile(causal_attention)}
+    results = []
+    for length in args.lengths:
+        shape = (args.batch, args.heads, length, args.head_dim)
+        q, k, v = (torch.randn(shape, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        grad = torch.randn(shape, dtype=torch.bfloat16)
+        times: dict[str, list[float]] = {name: [] for name in arms}
+        for call in range(args.calls + 3):
+            for name, fn in arms.items():
+                start = time.perf_counter()
+                fn(q, k, v).backward(grad)
+                if call >= 3:  # the first calls compile
+                    times[name].append(time.perf_counter() - start)
+        row = {
+            "shape": list(shape),
+            **{f"{n}_ms": round(statistics.median(t) * 1e3, 2) for n, t in times.items()},
+        }
+        row["speedup"] = round(row["sdpa_ms"] / row["growlm_cpu_ms"], 2)
+        print(row, flush=True)
+        results.append(row)
+    result = {
+        "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "what": "median forward+backward time per call, bf16, causal; arms alternate per call",
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
