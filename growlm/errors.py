@@ -49,6 +49,10 @@ class InvalidData(GrowlmError):
     """Corpus, tokenizer or token shards that cannot be used."""
 
 
+class PeerFailed(GrowlmError):
+    """Another process of a torchrun job failed during a step every process takes part in."""
+
+
 class NumericalFault(GrowlmError):
     """Training produced a non-finite loss or gradient; the step was not applied."""
 

@@ -52,6 +52,20 @@ def test_gradcheck_in_double():
     assert torch.autograd.gradcheck(lambda a, b, c: attention.causal_attention(a, b, c), (q, k, v))
 
 
+def test_blocked_backward_matches_sdpa_in_double():
+    """Lengths across the block size: one partial block, exact blocks, a ragged last block.
+    (1e-6: the flash kernel's log-sum-exp is fp32 even for fp64 inputs.)"""
+    for length in (5, attention.BLOCK, 2 * attention.BLOCK + 37):
+        torch.manual_seed(length)
+        leaves = [torch.randn(2, 2, length, 8, dtype=torch.float64, requires_grad=True)]
+        leaves += [torch.randn_like(leaves[0], requires_grad=True) for _ in range(2)]
+        grad = torch.randn_like(leaves[0])
+        ours = torch.autograd.grad(attention.causal_attention(*leaves), leaves, grad)
+        sdpa = torch.nn.functional.scaled_dot_product_attention(*leaves, is_causal=True)
+        for a, b in zip(ours, torch.autograd.grad(sdpa, leaves, grad), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_matches_the_causal_softmax():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 9, 8) for _ in range(3))
@@ -134,9 +148,10 @@ def test_compiled_run_trains_like_eager(tmp_path, monkeypatch):
 def test_auto_resolution():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     llama, gemma2 = make_model("llama").config, make_model("gemma2").config
-    assert attention.resolve("auto", llama, cpu, compiled=True) == attention.NAME
-    assert attention.resolve("auto", llama, cpu, compiled=False) == "sdpa"
-    assert attention.resolve("auto", llama, cuda, compiled=True) == "sdpa"
-    assert attention.resolve("eager", llama, cpu, compiled=True) == "eager"
+    assert attention.resolve("auto", llama, cpu, True, 512) == attention.NAME
+    assert attention.resolve("auto", llama, cpu, True, 1024) == "sdpa"  # slower there
+    assert attention.resolve("auto", llama, cpu, False, 256) == "sdpa"
+    assert attention.resolve("auto", llama, cuda, True, 256) == "sdpa"
+    assert attention.resolve("eager", llama, cpu, True, 256) == "eager"
     # no SDPA in Gemma-2 (soft-capping): transformers' own default
-    assert attention.resolve("auto", gemma2, cpu, compiled=True) is None
+    assert attention.resolve("auto", gemma2, cpu, True, 256) is None

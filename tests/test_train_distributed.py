@@ -167,3 +167,73 @@ def test_sharded_checkpoint_needs_the_same_process_count(tmp_path, fsdp_runs):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is sharded over 2 processes but this run has 1" in lines[0]
+
+
+def _agree_on_failure(rank: int, folder: str) -> None:
+    """A 2-process gloo group in which rank 1's write fails inside ``all_or_none``."""
+    import torch.distributed as dist
+
+    from growlm.train.distributed import DistContext, all_or_none
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    outcome = "ok"
+    try:
+        with all_or_none(DistContext(rank=rank, world_size=2), "checkpoint step 6"):
+            if rank == 1:
+                raise OSError(28, "No space left on device")
+    except Exception as exc:  # recorded for the parent to check
+        outcome = f"{type(exc).__name__}: {exc}"
+    dist.barrier()  # both ranks are past the agreement: the group is still usable
+    Path(folder, f"rank{rank}").write_text(outcome)
+    dist.destroy_process_group()
+
+
+def test_a_failed_write_stops_every_rank(tmp_path, monkeypatch):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("TEST_PORT", str(s.getsockname()[1]))
+    mp.spawn(_agree_on_failure, args=(str(tmp_path),), nprocs=2)
+    assert (tmp_path / "rank1").read_text() == "OSError: [Errno 28] No space left on device"
+    assert (tmp_path / "rank0").read_text() == (
+        "PeerFailed: checkpoint step 6 failed on rank 1 (its error is in its log); every rank "
+        "stopped: fix that, then run the same command with --resume"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fmt", "point", "rank"),
+    [("full", "checkpoint.model", "0"), ("sharded", "checkpoint.shards", "1")],
+)
+def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
+    """ENOSPC injected on one rank in the checkpoint at step 2: the job ends promptly with the
+    one-line disk-full error, no process waits at a barrier, and no step-2 checkpoint exists;
+    the same command with --resume then finishes the run."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    extra = [*FSDP, f"run.checkpoint_format={fmt}"]
+    args = ["train", str(TINY), "--out", str(out)]
+    for item in SETS + extra:
+        args += ["--set", item]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "growlm.cli", *args]
+    env = {
+        **os.environ,
+        "GROWLM_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GROWLM_TEST_FAIL_AT": f"{point}@1",
+        "GROWLM_TEST_FAIL_RANK": rank,
+    }
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "error: disk full" in result.stderr, result.stderr[-3000:]
+    # torchrun prints its own traceback when a worker fails; none of growlm's frames appear
+    assert f'File "{Path(__file__).parents[1] / "growlm"}' not in result.stderr
+    assert not (out / "checkpoints" / "step-00000002").exists()
+    again = _train(out, cache, 2, extra, resume=True)
+    assert [r["step"] for r in again][-1] == 8

@@ -3,15 +3,20 @@
 On CPU, the backward of ``scaled_dot_product_attention``'s flash kernel costs ~7x its forward
 (34 ms vs 5 ms for [8, 8, 256, 64] bf16 on 2 cores, 2026-11-30), a fifth of a training step of
 a 12-layer model. This implementation keeps the flash forward (it saves the row log-sum-exp)
-and computes the backward from the softmax recomputed with that log-sum-exp, as matmuls plus
-two elementwise passes:
+and computes the backward from the softmax recomputed with that log-sum-exp, in blocks of
+``BLOCK`` query rows that see only the keys up to their own end, as matmuls plus two
+elementwise passes:
 
     P = exp(s QK^T - lse)            dV = P^T dO        dP = dO V^T
     dS = P * (dP - rowsum(dO * O))   dQ = s dS K        dK = s dS^T Q
 
-Compiled by ``torch.compile`` (``run.compile: true``) the elementwise passes fuse and the
-backward takes ~16 ms; run eagerly it is slower than the flash kernel's, so the trainer only
-picks it for compiled CPU runs (``model.attn_implementation: auto``).
+Compiled by ``torch.compile`` (``run.compile: true``) the elementwise passes fuse; run eagerly
+the backward is slower than the flash kernel's. It materialises fp32 [BLOCK, T] score blocks, so
+it loses to the flash kernel at long sequences: forward + backward vs SDPA, both compiled,
+[8, 8, T, 64] bf16, was 2.4x faster at T = 128, 1.35x at 256, 1.3x at 512 and 0.72x at 1024
+(``python bench/attention_cpu.py --lengths 128 256 512 1024``, bench/results/attention_cpu.json).
+``model.attn_implementation: auto`` therefore picks it only for compiled CPU runs with
+``data.seq_len <= MAX_AUTO_SEQ``.
 
 It is registered with transformers' attention interface as ``growlm_cpu``, with SDPA's mask
 function: a model gets exactly the masks SDPA would, and every call the fast path does not cover
@@ -30,6 +35,8 @@ import torch
 from torch import nn
 
 NAME = "growlm_cpu"
+BLOCK = 128  # query rows per backward block (64 and 256 were slower at T = 256..1024)
+MAX_AUTO_SEQ = 512  # auto picks growlm_cpu up to here (bench/attention_cpu.py: slower at 1024)
 
 
 class _CausalAttention(torch.autograd.Function):
@@ -49,18 +56,30 @@ class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         q, k, v, out, lse = ctx.saved_tensors
-        scale = ctx.scale
-        t = q.shape[-2]
-        causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-        scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
-        probs = torch.exp(scores - lse.unsqueeze(-1)).masked_fill(~causal, 0.0)  # fp32 [B,H,T,T]
-        grad_v = torch.matmul(probs.to(q.dtype).transpose(-1, -2), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).float()
-        delta = (grad_out.float() * out.float()).sum(-1, keepdim=True)
-        grad_scores = (probs * (grad_probs - delta)).to(q.dtype)
-        grad_q = torch.matmul(grad_scores, k) * scale
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q) * scale
-        return grad_q, grad_k, grad_v, None
+        scale, t = ctx.scale, q.shape[-2]
+        delta = (grad_out.float() * out.float()).sum(-1, keepdim=True)  # rowsum(dO * O)
+        grad_k = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+        grad_v = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+        grad_q = []
+        # query blocks see keys up to their own end: the upper causal triangle is never built
+        for a in range(0, t, BLOCK):
+            b = min(a + BLOCK, t)
+            q_blk, go_blk, k_seen, v_seen = (
+                q[..., a:b, :],
+                grad_out[..., a:b, :],
+                k[..., :b, :],
+                v[..., :b, :],
+            )
+            causal = torch.ones(b - a, b, dtype=torch.bool, device=q.device).tril(a)
+            scores = torch.matmul(q_blk, k_seen.transpose(-1, -2)).float() * scale
+            probs = torch.exp(scores - lse[..., a:b].unsqueeze(-1)).masked_fill(~causal, 0.0)
+            grad_v[..., :b, :] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), go_blk)
+            grad_probs = torch.matmul(go_blk, v_seen.transpose(-1, -2)).float()
+            grad_scores = (probs * (grad_probs - delta[..., a:b, :])).to(q.dtype)
+            grad_q.append(torch.matmul(grad_scores, k_seen) * scale)
+            grad_k[..., :b, :] += torch.matmul(grad_scores.transpose(-1, -2), q_blk)
+        grad_k = (grad_k * scale).to(k.dtype)
+        return torch.cat(grad_q, dim=-2), grad_k, grad_v.to(v.dtype), None
 
 
 def causal_attention(
@@ -134,18 +153,21 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
-def resolve(name: str, config: Any, device: torch.device, compiled: bool) -> str | None:
+def resolve(
+    name: str, config: Any, device: torch.device, compiled: bool, seq_len: int = 0
+) -> str | None:
     """The implementation to build ``config``'s model with for ``model.attn_implementation``.
-    ``auto``: ``growlm_cpu`` for compiled CPU runs of families that support SDPA (there its
-    backward is ~2x faster than SDPA's), ``sdpa`` elsewhere, and transformers' own default
-    (None) for families without SDPA (Gemma-2's soft-capping)."""
+    ``auto``: ``growlm_cpu`` for compiled CPU runs of families that support SDPA, with
+    sequences up to ``MAX_AUTO_SEQ``; ``sdpa`` elsewhere; transformers' own default (None) for
+    families without SDPA (Gemma-2's soft-capping)."""
     if name == "auto":
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
         if model_class is None or not getattr(model_class, "_supports_sdpa", False):
             return None
-        name = NAME if device.type == "cpu" and compiled else "sdpa"
+        fast = device.type == "cpu" and compiled and 0 < seq_len <= MAX_AUTO_SEQ
+        name = NAME if fast else "sdpa"
     if name == NAME:
         register()
     return name

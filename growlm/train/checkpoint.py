@@ -145,10 +145,12 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if shards_from is not None:
             shutil.rmtree(shards_from, ignore_errors=True)
-        last = f"{previous[-1]} is intact" if previous else "none was written yet"
-        raise write_error(
-            exc, f"checkpoint {final.name} in {str(root)!r}", f"the previous checkpoint {last}"
-        ) from None
+        last = (
+            f"the previous checkpoint {previous[-1]} is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        raise write_error(exc, f"checkpoint {final.name} in {str(root)!r}", last) from None
     fault_point("checkpoint.renamed")
     for old in list_checkpoints(out_dir)[:-keep]:
         remove_dir(old)

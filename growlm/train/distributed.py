@@ -6,7 +6,9 @@ The training loop only calls these functions; with one process they are cheap no
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from growlm.errors import InvalidRecipe
+from growlm.errors import InvalidRecipe, PeerFailed
 
 
 @dataclass
@@ -62,6 +64,34 @@ def shutdown(ctx: DistContext) -> None:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def all_or_none(ctx: DistContext, what: str) -> Iterator[None]:
+    """Run the block on every rank, then agree on the outcome: if it raised on any rank, every
+    rank raises (the failing ones their own error, the others ``PeerFailed`` naming them),
+    instead of the others waiting forever at the next collective. Ends with a collective, so it
+    also serves as the barrier after a write."""
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as exc:  # re-raised below, after the other ranks have heard of it
+        error = exc
+    if ctx.distributed:
+        flags = torch.zeros(ctx.world_size, device=ctx.device)
+        flags[ctx.rank] = float(error is not None)
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        failed = [rank for rank, flag in enumerate(flags.tolist()) if flag]
+    else:
+        failed = [0] if error is not None else []
+    if error is not None:
+        raise error
+    if failed:
+        ranks = ", ".join(str(r) for r in failed)
+        raise PeerFailed(
+            f"{what} failed on rank {ranks} (its error is in its log); every rank stopped: fix "
+            "that, then run the same command with --resume"
+        )
 
 
 def broadcast_object(ctx: DistContext, value: Any) -> Any:

@@ -397,8 +397,13 @@ class Trainer:
         model.tie_weights()  # type: ignore[operator]
 
     def _build_model(self, config: PretrainedConfig) -> nn.Module:
+        run = self.recipe.run
         return build_model(
-            config, self.recipe.model.attn_implementation, self.ctx.device, self.recipe.run.compile
+            config,
+            self.recipe.model.attn_implementation,
+            self.ctx.device,
+            run.compile,
+            self.seq_len,
         )
 
     def _prepare_model(self, model: nn.Module) -> nn.Module:
@@ -601,39 +606,50 @@ class Trainer:
                 shutil.rmtree(staging, ignore_errors=True)
                 staging.mkdir(parents=True)
             distributed.barrier(self.ctx)
-            write_local_shards(staging, model, optimizer, self.ctx)
-            distributed.barrier(self.ctx)
+            with distributed.all_or_none(self.ctx, f"checkpoint step {progress.step}"):
+                write_local_shards(staging, model, optimizer, self.ctx)
             optim_state = None
         else:
             weights = distributed.full_state(model)
             if optim_state is None:
                 optim_state = distributed.full_optim_state(model, optimizer)
-        if self.ctx.is_main:
-            progress.sampler = self.sampler.state_dict()
-            state: dict[str, Any] = {
-                "format": 1,
-                "progress": dataclasses.asdict(progress),
-                "recipe": _plain(recipe_to_dict(self.recipe)),
-            }
-            if staging is not None:
-                state["sharded"] = {"world_size": self.ctx.world_size}
-            save_checkpoint(
-                self.out,
-                progress.step,
-                config,
-                weights,
-                optim_state,
-                state,
-                self.recipe.run.keep_checkpoints,
-                shards_from=staging,
-            )
-        distributed.barrier(self.ctx)
+        with distributed.all_or_none(self.ctx, f"checkpoint step {progress.step}"):
+            if self.ctx.is_main:
+                self._write_checkpoint(config, progress, weights, optim_state, staging)
+
+    def _write_checkpoint(
+        self,
+        config: PretrainedConfig,
+        progress: Progress,
+        weights: dict[str, torch.Tensor] | None,
+        optim_state: dict[str, dict[str, torch.Tensor]] | None,
+        staging: Path | None,
+    ) -> None:
+        """Rank 0's part of a checkpoint: state, RNG, and the gathered or assembled tensors."""
+        progress.sampler = self.sampler.state_dict()
+        state: dict[str, Any] = {
+            "format": 1,
+            "progress": dataclasses.asdict(progress),
+            "recipe": _plain(recipe_to_dict(self.recipe)),
+        }
+        if staging is not None:
+            state["sharded"] = {"world_size": self.ctx.world_size}
+        save_checkpoint(
+            self.out,
+            progress.step,
+            config,
+            weights,
+            optim_state,
+            state,
+            self.recipe.run.keep_checkpoints,
+            shards_from=staging,
+        )
 
     def _export(self, folder: Path, model: nn.Module, config: PretrainedConfig) -> None:
         weights = distributed.full_state(model)
-        if self.ctx.is_main:
-            export_hf(folder, config, weights, self.data.tokenizer_dir)
-        distributed.barrier(self.ctx)
+        with distributed.all_or_none(self.ctx, f"export of {folder.name}"):
+            if self.ctx.is_main:
+                export_hf(folder, config, weights, self.data.tokenizer_dir)
 
 
 def _token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -95,12 +95,13 @@ def build_model(
     attn_implementation: str = "auto",
     device: torch.device | None = None,
     compiled: bool = False,
+    seq_len: int = 0,
 ) -> PreTrainedModel:
     """A freshly initialised float32 model (draws from torch's global RNG: seed first), with the
     attention ``attn_implementation`` resolves to on ``device`` (growlm.train.attention)."""
     from growlm.train.attention import resolve
 
-    attn = resolve(attn_implementation, config, device or torch.device("cpu"), compiled)
+    attn = resolve(attn_implementation, config, device or torch.device("cpu"), compiled, seq_len)
     try:
         model = AutoModelForCausalLM.from_config(
             config, attn_implementation=attn, dtype=torch.float32

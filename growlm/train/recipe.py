@@ -79,7 +79,7 @@ class ModelConfig:
         default="auto",
         metadata=doc(
             "HF attention implementation (sdpa, eager, ...); auto: growlm_cpu (flash forward, "
-            "recomputing backward) for compiled CPU runs, sdpa otherwise"
+            "recomputing backward) for compiled CPU runs with seq_len <= 512, sdpa otherwise"
         ),
     )
 

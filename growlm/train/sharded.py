@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from growlm.errors import CorruptCheckpoint, InvalidRecipe
+from growlm.io.faults import fault_point
 from growlm.train.distributed import DistContext, unwrap
 
 SEP = "::"
@@ -52,6 +53,7 @@ def write_local_shards(
             for key, value in optimizer.state.get(param, {}).items():
                 optim[f"{names[id(param)]}{SEP}{key}"] = _local(value)
     save_file(weights, str(folder / shard_file("model", ctx.rank, ctx.world_size)))
+    fault_point("checkpoint.shards")
     save_file(optim, str(folder / shard_file("optimizer", ctx.rank, ctx.world_size)))
 
 
