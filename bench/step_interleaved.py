@@ -31,17 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from train_throughput import MODEL  # noqa: E402  (this folder is on sys.path: same model)
+
 from growlm.train import attention  # noqa: E402
 from growlm.train.model import compile_blocks  # noqa: E402
-
-MODEL = dict(
-    hidden_size=512,
-    intermediate_size=1376,
-    num_hidden_layers=12,
-    num_attention_heads=8,
-    num_key_value_heads=8,
-    max_position_embeddings=512,
-)
 
 
 def make_step(arm: str, batch: torch.Tensor) -> Callable[[], float]:
@@ -75,7 +68,7 @@ def make_step(arm: str, batch: torch.Tensor) -> Callable[[], float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
