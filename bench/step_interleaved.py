@@ -11,6 +11,8 @@ not the Trainer itself (bench/train_throughput.py is): it isolates the model ste
 loops around it, and from the noise of running arms minutes apart.
 
     python bench/step_interleaved.py          # ~3 minutes on 2 cores
+
+It also profiles two steps of each arm (torch.profiler) and records where the time goes.
 """
 
 from __future__ import annotations
@@ -73,6 +75,33 @@ def make_step(arm: str, batch: torch.Tensor) -> Callable[[], float]:
     return step
 
 
+# torch.profiler op names -> the share of a step they stand for (self CPU time)
+CATEGORIES = {
+    "linear matmuls": ("aten::mm", "aten::addmm"),
+    "attention": ("aten::bmm", "flash_attention"),
+    "optimizer and clipping": ("adamw", "foreach", "vector_norm", "aten::mul_"),
+    "compiled elementwise (norms, RoPE, SiLU, casts, loss; attention backward's for growlm)": (
+        "CompiledFxGraph",
+    ),
+}
+
+
+def profile_shares(step: Callable[[], float], steps: int = 2) -> dict[str, float]:
+    """Self-CPU-time shares of ``steps`` profiled steps, by CATEGORIES (rest: "other")."""
+    with torch.profiler.profile() as prof:
+        for _ in range(steps):
+            step()
+    totals = dict.fromkeys([*CATEGORIES, "other"], 0.0)
+    for event in prof.key_averages():
+        name = event.key
+        category = next(
+            (c for c, keys in CATEGORIES.items() if any(k in name for k in keys)), "other"
+        )
+        totals[category] += event.self_cpu_time_total
+    whole = sum(totals.values())
+    return {c: round(t / whole, 3) for c, t in totals.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=14, help="timed steps per arm")
@@ -97,6 +126,8 @@ def main() -> int:
         }
         for name, t in times.items()
     }
+    for name, step in arms.items():
+        summary[name]["profile_share"] = profile_shares(step)
     ratio = summary["hf-compiled"]["median_step_s"] / summary["growlm-compiled"]["median_step_s"]
     result = {
         "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),

@@ -78,12 +78,24 @@ def test_matches_the_causal_softmax():
 SDPA_FAMILIES = [f for f in FAMILIES if make_model(f).config.model_type != "gemma2"]
 
 
+# fast-path calls per forward at T = 12 and 24 where not every layer takes it: GPT-2 trains with
+# attention dropout (SDPA's path); at T = 24 the sliding-window layers (window 16) get a mask
+FAST_CALLS = {"gpt2": (0, 0), "mistral": (3, 0), "gemma3_text": (4, 0), "qwen2": (3, 2)}
+
+
 @pytest.mark.parametrize("family", SDPA_FAMILIES)
 @pytest.mark.parametrize("length", [12, 24])  # below and above the sliding windows (16)
-def test_family_parity_fp32(family, length):
+def test_family_parity_fp32(family, length, monkeypatch):
     sdpa, fast = _pair(family)
     ids = torch.randint(3, 128, (2, length), generator=torch.Generator().manual_seed(1))
+    calls = []
+    kernel = attention._CausalAttention.apply
+    monkeypatch.setattr(
+        attention._CausalAttention, "apply", lambda *a: calls.append(1) or kernel(*a)
+    )
     (la, ga), (lb, gb) = _run(sdpa, ids), _run(fast, ids)
+    layers = fast.config.num_hidden_layers
+    assert len(calls) == FAST_CALLS.get(family, (layers, layers))[length == 24]
     torch.testing.assert_close(lb, la, atol=1e-5, rtol=0)
     assert ga.keys() == gb.keys()
     for name in ga:
@@ -101,6 +113,22 @@ def test_bf16_gradients_as_close_to_fp32_as_sdpa():
         return max(float((grads[n] - exact[n]).norm() / exact[n].norm()) for n in exact)
 
     assert error(gb) < max(2 * error(ga), 0.01), (error(gb), error(ga))
+
+
+def test_value_heads_of_another_size_take_sdpa_path():
+    """DeepSeek-V3-style attention (value head size != query head size): the flash kernel
+    refuses it, SDPA's math path does not; growlm_cpu hands it to SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal = True
+    q, k = torch.randn(2, 4, 9, 16), torch.randn(2, 4, 9, 16)
+    v = torch.randn(2, 4, 9, 8)
+    with pytest.raises(RuntimeError, match="same head size"):
+        attention.causal_attention(q, k, v)
+    got, _ = attention.attention_forward(module, q, k, v, None)
+    expected, _ = sdpa_attention_forward(module, q, k, v, None)
+    assert torch.equal(got, expected)
 
 
 def test_padding_mask_takes_sdpa_path():

@@ -211,16 +211,18 @@ def test_a_failed_write_stops_every_rank(tmp_path, monkeypatch):
     [("full", "checkpoint.model", "0"), ("sharded", "checkpoint.shards", "1")],
 )
 def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
-    """ENOSPC injected on one rank in the checkpoint at step 2: the job ends promptly with the
-    one-line disk-full error, no process waits at a barrier, and no step-2 checkpoint exists;
-    the same command with --resume then finishes the run."""
+    """ENOSPC injected on one rank in the checkpoint at step 2: the failing rank prints the
+    one-line disk-full error, the other one the PeerFailed line, both exit by themselves
+    (torchrun polls every 5 s here, so it kills no one that is still waiting), no step-2
+    checkpoint exists, and the same command with --resume then finishes the run."""
     out, cache = tmp_path / "run", tmp_path / "cache"
     extra = [*FSDP, f"run.checkpoint_format={fmt}"]
     args = ["train", str(TINY), "--out", str(out)]
     for item in SETS + extra:
         args += ["--set", item]
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "growlm.cli", *args]
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--monitor-interval", "5"]
+    cmd += ["-m", "growlm.cli", *args]
     env = {
         **os.environ,
         "GROWLM_CACHE": str(cache),
@@ -232,6 +234,10 @@ def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
     assert "error: disk full" in result.stderr, result.stderr[-3000:]
+    assert f"error: checkpoint step 2 failed on rank {rank} (its error is in its log)" in (
+        result.stderr
+    )
+    assert "SIGTERM" not in result.stderr  # no rank had to be killed
     # torchrun prints its own traceback when a worker fails; none of growlm's frames appear
     assert f'File "{Path(__file__).parents[1] / "growlm"}' not in result.stderr
     assert not (out / "checkpoints" / "step-00000002").exists()

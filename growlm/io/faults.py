@@ -33,23 +33,22 @@ def fault_point(name: str) -> None:
     slow = os.environ.get(SLOW_WRITE)
     if slow:
         time.sleep(float(slow))
-    if _hit(name, os.environ.get(KILL_AT)):
+    if _hit(name, KILL_AT):
         os.kill(os.getpid(), signal.SIGKILL)
     rank = os.environ.get(FAIL_RANK)
-    if (rank is None or rank == os.environ.get("RANK", "0")) and _hit(
-        name, os.environ.get(FAIL_AT)
-    ):
+    if (rank is None or rank == os.environ.get("RANK", "0")) and _hit(name, FAIL_AT):
         raise OSError(errno.ENOSPC, "No space left on device (injected)", name)
 
 
-def _hit(name: str, spec: str | None) -> bool:
-    """Whether ``name`` is the n-th arrival at the point ``spec`` names."""
+def _hit(name: str, variable: str) -> bool:
+    """Whether ``name`` is the n-th arrival at the point the hook ``variable`` names."""
+    spec = os.environ.get(variable)
     if not spec:
         return False
     point, _, nth = spec.partition("@")
     matches = name.startswith(point[:-1]) if point.endswith("*") else name == point
     if not matches:
         return False
-    key = f"{spec}"
+    key = f"{variable}={spec}"
     _reached[key] = _reached.get(key, 0) + 1
     return _reached[key] == int(nth or 1)

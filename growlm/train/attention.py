@@ -1,11 +1,10 @@
 """Causal attention for CPU training: PyTorch's flash forward, a recomputing backward.
 
 On CPU, the backward of ``scaled_dot_product_attention``'s flash kernel costs ~7x its forward
-(34 ms vs 5 ms for [8, 8, 256, 64] bf16 on 2 cores, 2026-11-30), a fifth of a training step of
-a 12-layer model. This implementation keeps the flash forward (it saves the row log-sum-exp)
-and computes the backward from the softmax recomputed with that log-sum-exp, in blocks of
-``BLOCK`` query rows that see only the keys up to their own end, as matmuls plus two
-elementwise passes:
+(``python bench/attention_cpu.py`` times both). This implementation keeps the flash forward (it
+saves the row log-sum-exp) and computes the backward from the softmax recomputed with that
+log-sum-exp, in blocks of ``BLOCK`` query rows that see only the keys up to their own end, as
+matmuls plus two elementwise passes:
 
     P = exp(s QK^T - lse)            dV = P^T dO        dP = dO V^T
     dS = P * (dP - rowsum(dO * O))   dQ = s dS K        dK = s dS^T Q
@@ -13,15 +12,16 @@ elementwise passes:
 Compiled by ``torch.compile`` (``run.compile: true``) the elementwise passes fuse; run eagerly
 the backward is slower than the flash kernel's. It materialises fp32 [BLOCK, T] score blocks, so
 it loses to the flash kernel at long sequences: forward + backward vs SDPA, both compiled,
-[8, 8, T, 64] bf16, was 2.4x faster at T = 128, 1.35x at 256, 1.3x at 512 and 0.72x at 1024
+[8, 8, T, 64] bf16, was 3.2x faster at T = 128, 1.44x at 256, 1.32x at 512 and 0.79x at 1024
 (``python bench/attention_cpu.py --lengths 128 256 512 1024``, bench/results/attention_cpu.json).
 ``model.attn_implementation: auto`` therefore picks it only for compiled CPU runs with
 ``data.seq_len <= MAX_AUTO_SEQ``.
 
 It is registered with transformers' attention interface as ``growlm_cpu``, with SDPA's mask
 function: a model gets exactly the masks SDPA would, and every call the fast path does not cover
-(a mask, dropout, soft-capping, attention sinks, a query shorter than the keys, a GPU tensor) is
-handed to transformers' SDPA attention unchanged. Plain causal attention gets no mask only when
+(a mask, dropout, soft-capping, attention sinks, a query shorter than the keys, value heads of
+another size than query heads as in DeepSeek-V3, a GPU tensor) is handed to transformers' SDPA
+attention unchanged. Plain causal attention gets no mask only when
 the mask is built outside ``torch.compile`` (traced, transformers cannot rule out packed
 sequences and builds a [B, 1, T, T] mask): the trainer compiles the decoder blocks one by one,
 not the whole model, for this reason (see ``growlm.train.model.compile_blocks``).
@@ -75,11 +75,11 @@ class _CausalAttention(torch.autograd.Function):
             probs = torch.exp(scores - lse[..., a:b].unsqueeze(-1)).masked_fill(~causal, 0.0)
             grad_v[..., :b, :] += torch.matmul(probs.to(q.dtype).transpose(-1, -2), go_blk)
             grad_probs = torch.matmul(go_blk, v_seen.transpose(-1, -2)).float()
-            grad_scores = (probs * (grad_probs - delta[..., a:b, :])).to(q.dtype)
-            grad_q.append(torch.matmul(grad_scores, k_seen) * scale)
+            # the softmax scale is folded in before the bf16 cast: one rounding, not two
+            grad_scores = (probs * (grad_probs - delta[..., a:b, :]) * scale).to(q.dtype)
+            grad_q.append(torch.matmul(grad_scores, k_seen))
             grad_k[..., :b, :] += torch.matmul(grad_scores.transpose(-1, -2), q_blk)
-        grad_k = (grad_k * scale).to(k.dtype)
-        return torch.cat(grad_q, dim=-2), grad_k, grad_v.to(v.dtype), None
+        return torch.cat(grad_q, dim=-2), grad_k.to(k.dtype), grad_v.to(v.dtype), None
 
 
 def causal_attention(
@@ -95,6 +95,7 @@ def causal_attention(
 def _covered(
     query: torch.Tensor,
     key: torch.Tensor,
+    value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     dropout: float,
     kwargs: dict[str, Any],
@@ -105,6 +106,7 @@ def _covered(
         and not dropout
         and query.shape[2] == key.shape[2]
         and query.shape[2] > 1
+        and query.shape[-1] == key.shape[-1] == value.shape[-1]  # the flash kernel's rule
         and kwargs.get("softcap") is None
         and kwargs.get("s_aux") is None
         and kwargs.get("position_bias") is None
@@ -127,7 +129,7 @@ def attention_forward(
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     if not getattr(module, "is_causal", True) or not _covered(
-        query, key, attention_mask, dropout, kwargs
+        query, key, value, attention_mask, dropout, kwargs
     ):
         return sdpa_attention_forward(  # type: ignore[no-any-return]
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs

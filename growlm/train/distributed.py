@@ -80,7 +80,12 @@ def all_or_none(ctx: DistContext, what: str) -> Iterator[None]:
     if ctx.distributed:
         flags = torch.zeros(ctx.world_size, device=ctx.device)
         flags[ctx.rank] = float(error is not None)
-        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        try:
+            dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        except Exception:  # a peer died mid-collective: this rank's own error says more
+            if error is not None:
+                raise error from None
+            raise
         failed = [rank for rank, flag in enumerate(flags.tolist()) if flag]
     else:
         failed = [0] if error is not None else []

@@ -602,10 +602,10 @@ class Trainer:
         weights = None
         if self.recipe.run.checkpoint_format == "sharded":
             staging = self.out / CHECKPOINTS / f".tmp-shards-{progress.step:08d}"
-            if self.ctx.is_main:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            distributed.barrier(self.ctx)
+            with distributed.all_or_none(self.ctx, f"checkpoint step {progress.step}"):
+                if self.ctx.is_main:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    staging.mkdir(parents=True)
             with distributed.all_or_none(self.ctx, f"checkpoint step {progress.step}"):
                 write_local_shards(staging, model, optimizer, self.ctx)
             optim_state = None
