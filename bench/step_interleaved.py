@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from train_throughput import MODEL  # noqa: E402  (this folder is on sys.path: same model)
 
 from growlm.train import attention  # noqa: E402
+from growlm.train.loop import token_loss  # noqa: E402
 from growlm.train.model import compile_blocks  # noqa: E402
 
 
@@ -53,14 +53,11 @@ def make_step(arm: str, batch: torch.Tensor) -> Callable[[], float]:
         model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=True
     )
 
-    def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-
     if arm == "growlm-compiled":
         compile_blocks(model)
     else:
         model.compile()
-    loss_fn = torch.compile(loss_of)
+    loss_fn = torch.compile(token_loss)
 
     def step() -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16):

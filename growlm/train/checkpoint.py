@@ -52,6 +52,22 @@ _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _SEP = "::"
 
 
+def flatten_optim(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """AdamW state per parameter name as one flat safetensors dict (``name::exp_avg``)."""
+    return {
+        f"{name}{_SEP}{key}": value for name, entry in state.items() for key, value in entry.items()
+    }
+
+
+def unflatten_optim(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The inverse of ``flatten_optim``."""
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        name, _, field = key.rpartition(_SEP)
+        state.setdefault(name, {})[field] = value
+    return state
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -122,12 +138,7 @@ def save_checkpoint(
         fault_point("checkpoint.model")
         config.to_json_file(str(tmp / "config.json"))
         if optim_state is not None:
-            flat = {
-                f"{name}{_SEP}{key}": value
-                for name, entry in optim_state.items()
-                for key, value in entry.items()
-            }
-            save_file(_contiguous(flat), str(tmp / "optimizer.safetensors"))
+            save_file(_contiguous(flatten_optim(optim_state)), str(tmp / "optimizer.safetensors"))
         if shards_from is not None:
             for shard in sorted(shards_from.iterdir()):
                 os.replace(shard, tmp / shard.name)
@@ -212,11 +223,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"checkpoint {str(path)!r} cannot be read ({one_line(exc)}); move it out of "
             f"{CHECKPOINTS}/ to resume from the one before"
         ) from None
-    optim: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in flat.items():
-        name, _, field = key.rpartition(_SEP)
-        optim.setdefault(name, {})[field] = value
-    return Checkpoint(path, config, model, optim, state, rng)
+    return Checkpoint(path, config, model, unflatten_optim(flat), state, rng)
 
 
 def export_hf(

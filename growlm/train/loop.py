@@ -118,10 +118,10 @@ class Trainer:
         self.steps = [self._stage_steps(i) for i in range(len(recipe.stages))]
         self.sampler = WindowSampler(data.train.count, recipe.seed)
         self.autocast_dtype = torch.bfloat16 if recipe.run.precision == "bf16" else None
-        self._loss = _token_loss
+        self._loss = token_loss
         if recipe.run.compile:
             # cast, log-softmax and NLL fused: the fp32 copy of [tokens, vocab] never exists
-            self._loss = torch.compile(_token_loss)
+            self._loss = torch.compile(token_loss)
         self._session_start = time.perf_counter()
         self._elapsed_before = 0.0
 
@@ -559,9 +559,7 @@ class Trainer:
             batch = self.data.val.batch(mine[start : start + micro]).to(self.ctx.device)
             with self._autocast():
                 logits = model(input_ids=batch[:, :-1]).logits
-            loss = F.cross_entropy(
-                logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
-            )
+            loss = token_loss(logits, batch[:, 1:], reduction="sum")
             sums += torch.stack(
                 [
                     loss.double(),
@@ -652,9 +650,11 @@ class Trainer:
                 export_hf(folder, config, weights, self.data.tokenizer_dir)
 
 
-def _token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of [B, T, V] logits (any dtype, computed in fp32)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+def token_loss(
+    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Next-token cross-entropy of [B, T, V] logits (any dtype, computed in fp32)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
 
 
 def _local(value: torch.Tensor) -> torch.Tensor:

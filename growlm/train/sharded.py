@@ -23,9 +23,8 @@ from torch import nn
 
 from growlm.errors import CorruptCheckpoint, InvalidRecipe
 from growlm.io.faults import fault_point
+from growlm.train.checkpoint import flatten_optim, unflatten_optim
 from growlm.train.distributed import DistContext, unwrap
-
-SEP = "::"
 
 
 def shard_file(kind: str, rank: int, world: int) -> str:
@@ -47,14 +46,14 @@ def write_local_shards(
     params = dict(unwrap(model).named_parameters())
     weights = {name: _local(p) for name, p in params.items()}
     names = {id(p): n for n, p in params.items()}
-    optim: dict[str, torch.Tensor] = {}
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for key, value in optimizer.state.get(param, {}).items():
-                optim[f"{names[id(param)]}{SEP}{key}"] = _local(value)
+    optim = {
+        names[id(param)]: {key: _local(v) for key, v in optimizer.state.get(param, {}).items()}
+        for group in optimizer.param_groups
+        for param in group["params"]
+    }
     save_file(weights, str(folder / shard_file("model", ctx.rank, ctx.world_size)))
     fault_point("checkpoint.shards")
-    save_file(optim, str(folder / shard_file("optimizer", ctx.rank, ctx.world_size)))
+    save_file(flatten_optim(optim), str(folder / shard_file("optimizer", ctx.rank, ctx.world_size)))
 
 
 def read_local_shards(
@@ -74,11 +73,7 @@ def read_local_shards(
         raise CorruptCheckpoint(
             f"checkpoint {str(folder)!r}: rank {ctx.rank}'s shards cannot be read: {exc}"
         ) from None
-    optim: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in flat.items():
-        name, _, field = key.rpartition(SEP)
-        optim.setdefault(name, {})[field] = value
-    return weights, optim
+    return weights, unflatten_optim(flat)
 
 
 @torch.no_grad()
