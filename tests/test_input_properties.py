@@ -121,6 +121,7 @@ TINY_PATHS = _paths(TINY_RAW)
 
 @FAST
 @given(edits=st.lists(st.tuples(st.sampled_from(TINY_PATHS), values), min_size=1, max_size=3))
+@example(edits=[(("stages",), 1)])  # found by hypothesis in CI: a TypeError before the fix
 def test_random_edits_of_a_valid_recipe_load_or_raise_invalid_recipe(edits):
     raw = copy.deepcopy(TINY_RAW)
     for path, value in edits:

@@ -270,7 +270,8 @@ def recipe_from_dict(raw: Any, overrides: list[str], base_dir: Path | None = Non
         raise InvalidRecipe(
             "data: required section is missing (give data.sources or data.prepared)"
         )
-    for stage in raw.get("stages") or []:
+    stages = raw.get("stages")
+    for stage in stages if isinstance(stages, list) else []:  # else build() names the type
         if isinstance(stage, dict) and isinstance(stage.get("grow"), dict):
             stage["grow"] = _split_grow(stage["grow"])
     recipe = build(Recipe, raw, "")
