@@ -33,6 +33,10 @@ class OutputExists(GrowlmError):
     """The output path exists and --force was not given."""
 
 
+class OutputBusy(GrowlmError):
+    """Another growlm process is writing the same output right now."""
+
+
 class DiskFull(GrowlmError):
     """Writing the output ran out of space (or obviously would: refused up front)."""
 
@@ -55,6 +59,14 @@ class PeerFailed(GrowlmError):
 
 class NumericalFault(GrowlmError):
     """Training produced a non-finite loss or gradient; the step was not applied."""
+
+
+class OutOfMemory(GrowlmError):
+    """An allocation failed: the message names the size asked for and the knob to turn."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup of an interrupted write runs."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,20 +23,20 @@ from growlm.errors import (
     GrowlmError,
     InvalidData,
     InvalidGrowth,
-    OutputExists,
-    OutputNotWritable,
 )
-from growlm.io.atomic import clear_dead_tmp, replace_dir
 from growlm.io.checkpoint import SourceCheckpoint
+from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
+from growlm.io.output import check_output, staged_output
 from growlm.io.safetensors_stream import nbytes, write_sharded
 from growlm.ops.plan import Mode, Plan
 from growlm.ops.planner import build_plan
+from growlm.preflight import check_bounds, check_grown_config, check_source
 
 LEARN_SEQ_LEN = 128
 LEARN_BATCH_SIZE = 8
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_TMP_MARKER = ".growlm-tmp-"  # OUT is written as .<OUT name>.growlm-tmp-<pid>, then renamed
+RECORD = "growth.json"  # the growth record: also what lets --force replace a grown folder
 
 
 def parse_size(text: str | int) -> int:
@@ -178,6 +176,13 @@ def grow(
         raise InvalidGrowth(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     max_shard = parse_size(shard_size)
     source = SourceCheckpoint(src)
+    out_path: Path | None = None
+    if not dry_run:
+        if out is None:
+            raise InvalidGrowth("give an output folder OUT (or --dry-run)")
+        out_path = check_output(out, force=force, records=(RECORD,), sources=[source.path])
+    check_source(source)
+    check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None)
     learned = ligo.parse_learn_op(op)
     learn_data: _LearnData | None = None
     if learned is None:
@@ -189,6 +194,7 @@ def grow(
         shapes = {n: source.shape(n) for n in source.names}
         settings, plan = ligo.skeleton_plan(source.config, shapes, op, params, seed)
         learn_data = _learn_data(source, settings, data, seq_len, batch_size)
+    check_grown_config(plan)
     out_dtype = DTYPE_NAMES[dtype] if dtype else None
     report = _report(source, plan, out_dtype)
     if learned is not None:
@@ -202,50 +208,33 @@ def grow(
                 f"{settings.steps} steps"
             )
         return report
-    if out is None:
-        raise InvalidGrowth("give an output folder OUT (or --dry-run)")
-    out_path = Path(out)
-    if out_path.exists() and not force:
-        raise OutputExists(f"output {out_path} already exists: choose another path or pass --force")
-    if out_path.exists() and not out_path.is_dir():
-        raise OutputNotWritable(f"output {out_path} is a file, not a folder: choose another OUT")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    need = report["out_bytes"]
-    free = shutil.disk_usage(out_path.parent).free
-    if need > free:
-        raise DiskFull(
-            f"not enough disk for {out_path}: needs {need / 2**30:.2f} GiB, "
-            f"{free / 2**30:.2f} GiB free; free space or choose another OUT"
-        )
+    assert out_path is not None
+    require_free(
+        out_path, report["out_bytes"], "the grown model", "free space or choose another OUT"
+    )
     tensors: dict[str, torch.Tensor] | None = None
     record: dict[str, Any] = {}
     if learn_data is not None:
         tensors, record = _learn_weights(source, op, params, seed, learn_data, progress)
         report.update({k: v for k, v in record.items() if k != "depth_maps"})
-    clear_dead_tmp(out_path, _TMP_MARKER)  # left by a grow that was killed
-    tmp = out_path.parent / f".{out_path.name}{_TMP_MARKER}{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
-        _write(source, plan, tmp, out_dtype, max_shard, tensors, record)
-        fault_point("grow.written")
-        replace_dir(tmp, out_path)  # OUT: absent, the old folder or the new one, never half
+        with staged_output(out_path, force=force, records=(RECORD,), sources=[source.path]) as tmp:
+            _write(source, plan, tmp, out_dtype, max_shard, tensors, record)
+            fault_point("grow.written")
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(
                 f"disk full while writing {out_path}; nothing was left behind: free space and retry"
             ) from None
         raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if check:
         from growlm.check import check_growth
 
-        report.update(check_growth(source.path, out_path))
+        report.update(check_growth(source.path, out_path, out_dtype or _main_dtype(source)))
+        report["function_preserving"] = bool(
+            plan.function_preserving and report["check_within_tolerance"]
+        )
     return report
 
 
@@ -415,7 +404,7 @@ def _write(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra_record or {}),
     }
-    (tmp / "growth.json").write_text(json.dumps(record, indent=2) + "\n")
+    (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def grow_tensors(

@@ -240,9 +240,21 @@ def test_output_exists_and_force(capsys, llama, tmp_path):
     assert code == 2
     one_line(err, "already exists", "--force")
     assert (out / "keep.txt").exists()
+    # --force never replaces a folder growlm did not write
+    code, err = run(
+        capsys, "grow", str(llama), str(out), "--op", "stack", "--factor", "2", "--force"
+    )
+    assert code == 2
+    one_line(err, "holds files growlm did not write")
+    assert (out / "keep.txt").read_text() == "x"
+    # an empty folder, and growlm's own output, are replaced
+    (out / "keep.txt").unlink()
     code, _ = run(capsys, "grow", str(llama), str(out), "--op", "stack", "--factor", "2", "--force")
+    assert code == 0 and (out / "model.safetensors").exists()
+    code, _ = run(capsys, "grow", str(llama), str(out), "--op", "stack", "--factor", "3", "--force")
     assert code == 0
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert json.loads((out / "growth.json").read_text())["out_layers"] == 9
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_disk_full_while_writing_leaves_nothing(capsys, llama, tmp_path, monkeypatch):

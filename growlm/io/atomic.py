@@ -7,15 +7,31 @@ leaves the old folder, no folder, or the new one, plus hidden debris that the ne
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
+
+_NAME_KEEP = 48  # characters of a name kept in its hidden siblings' names
+
+
+def short_name(name: str) -> str:
+    """``name`` shortened for hidden sibling names: a long name must still leave room."""
+    if len(name) <= _NAME_KEEP:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"{name[: _NAME_KEEP - 11]}~{digest}"
+
+
+def sibling(final: Path, tag: str) -> Path:
+    """A hidden sibling of ``final`` owned by this process: ``.<short name>.<tag>-<pid>``."""
+    return final.parent / f".{short_name(final.name)}.{tag}-{os.getpid()}"
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary sibling, then rename it over ``path``."""
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = sibling(target, "tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
@@ -48,19 +64,22 @@ def clear_debris(final: Path) -> None:
     """Delete what killed ``replace_dir``/``remove_dir`` calls left next to ``final``."""
     parent = final.parent
     if parent.is_dir():
-        for stale in parent.glob(f".{final.name}.old-*"):
+        for stale in parent.glob(f".{short_name(final.name)}.old-*"):
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def clear_dead_tmp(final: Path, marker: str) -> None:
-    """Delete ``.<final name><marker><pid>`` folders whose writer process is gone (killed)."""
+def clear_dead_siblings(final: Path, tag: str) -> None:
+    """Remove ``.<name>.<tag>-<pid>`` siblings whose writer process is gone (killed)."""
     parent = final.parent
     if not parent.is_dir():
         return
-    for stale in parent.glob(f".{final.name}{marker}*"):
+    for stale in parent.glob(f".{short_name(final.name)}.{tag}-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -74,7 +93,7 @@ def _alive(pid: int) -> bool:
 
 
 def _trash_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old-{os.getpid()}")
+    return sibling(path, "old")
 
 
 def fsync_files(folder: Path) -> None:

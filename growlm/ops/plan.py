@@ -247,6 +247,9 @@ class Plan:
         gen = torch.Generator().manual_seed(self.seed ^ zlib.crc32(tp.name.encode()))
         ctx = Context(mode=mode, std=self.init_std, norm_offset=self.norm_offset, generator=gen)
         x = src
+        if src is not None and dtype is not None and dtype != src.dtype:
+            # another output dtype: compute in the wider of the two, round once at the end
+            x = src.to(torch.promote_types(src.dtype, dtype))
         for step in tp.steps:
             x = step(x, ctx)
         assert x is not None, tp.name
