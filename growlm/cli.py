@@ -6,11 +6,14 @@ import argparse
 import errno
 import json
 import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from growlm.errors import GrowlmError
+from growlm.errors import GrowlmError, Terminated
 
 
 def _grow(args: argparse.Namespace) -> int:
@@ -232,21 +235,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args))
     except GrowlmError as e:
         return _user_error(e)
-    except OSError as e:
-        if e.errno not in _ENVIRONMENT_ERRNOS:
-            raise
-        return _user_error(_environment_error(e))
+    except Terminated:
+        return _stopped(args, "terminated (SIGTERM)", 143)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(args, "interrupted", 130)
+    except MemoryError:
+        return _user_error(_out_of_memory(args, None))
+    except OSError as e:
+        return _user_error(_environment_error(e))
+    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
+        if not _is_allocation_failure(e):
+            raise
+        return _user_error(_out_of_memory(args, str(e)))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-# OS errors that describe the machine, not a bug: a full or read-only disk, missing permissions.
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM raises Terminated (a KeyboardInterrupt), so every cleanup of Ctrl-C runs too."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _stopped(args: argparse.Namespace, what: str, code: int) -> int:
+    hint = (
+        "; run the same command with --resume to continue from the last checkpoint"
+        if getattr(args, "command", None) == "train"
+        else "; nothing half-written was left behind"
+    )
+    print(f"error: {what}{hint}", file=sys.stderr)
+    return code
+
+
+_ALLOCATION = ("can't allocate memory", "out of memory", "failed to allocate")
+
+
+def _is_allocation_failure(e: RuntimeError) -> bool:
+    text = str(e).lower()
+    return any(marker in text for marker in _ALLOCATION)
+
+
+def _out_of_memory(args: argparse.Namespace, message: str | None) -> GrowlmError:
+    from growlm.errors import OutOfMemory
+
+    size = ""
+    if message:
+        found = re.search(r"allocate (?:memory: you tried to allocate )?(\d+) bytes", message)
+        if found:
+            size = f" of {int(found.group(1)) / 2**30:.2f} GiB"
+        else:
+            found = re.search(r"allocate ([\d.]+ [KMGT]iB)", message)
+            size = f" of {found.group(1)}" if found else ""
+    knob = {
+        "train": "lower optim.micro_batch_size (raise optim.grad_accum to keep the batch) "
+        "or the model size",
+        "grow": "grow less (--factor, --hidden-size) or write --dtype bfloat16",
+        "eval": "lower --max-length or --batch-size",
+    }.get(getattr(args, "command", ""), "use smaller inputs")
+    return OutOfMemory(f"out of memory: an allocation{size} failed; {knob}")
 
 
 def _environment_error(e: OSError) -> GrowlmError:
@@ -255,8 +312,11 @@ def _environment_error(e: OSError) -> GrowlmError:
     where = f" {e.filename!s}" if e.filename else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"disk full writing{where}: free space, then run the same command again")
+    if e.errno == errno.ENAMETOOLONG:
+        return OutputNotWritable(f"path too long:{where}: choose a shorter name")
+    reason = e.strerror or type(e).__name__
     return OutputNotWritable(
-        f"cannot access{where}: {e.strerror}; fix the permissions or choose another path"
+        f"cannot access{where}: {reason}; fix the path or its permissions, or choose another path"
     )
 
 

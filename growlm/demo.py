@@ -228,9 +228,12 @@ def build_base(path: Path) -> Path:
 
 def run_operator_demo(out: Path) -> int:
     from growlm.grow import grow
+    from growlm.io.atomic import remove_dir
+    from growlm.io.output import check_output
 
-    if out.exists():  # only the operator demo's own folder (OUT/operators) is ever replaced
-        shutil.rmtree(out)
+    if out.exists():  # only the operator demo's own earlier output is ever replaced
+        check_output(out, force=True, records=("summary.json",), flag="--out")
+        remove_dir(out)
     out.mkdir(parents=True)
     base = build_base(out / "base")
     print(f"built a 4-layer Llama (hidden 64) at {base}; growing it with {len(DEMO_OPS)} operators")

@@ -379,7 +379,7 @@ def _write(
             if raw is not None and src_name and source.dtype(src_name) == dtypes[tp.name]:
                 yield tp.name, raw  # an unchanged copy: bytes go file to file
             else:
-                yield tp.name, plan.run(tp, source.get).to(dtypes[tp.name])
+                yield tp.name, plan.run(tp, source.get, dtype=dtypes[tp.name])
 
     write_sharded(tmp, items, stream(), max_shard)
     cfg = dict(plan.config)

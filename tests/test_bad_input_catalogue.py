@@ -10,6 +10,7 @@ tests/test_bad_input.py holds ~38 more ``grow`` cases (operator parameters, weig
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 from collections.abc import Callable
@@ -27,11 +28,13 @@ from growlm.analysis.errors import (
 )
 from growlm.errors import (
     CorruptCheckpoint,
+    DiskFull,
     GrowlmError,
     InvalidData,
     InvalidGrowth,
     InvalidRecipe,
     NotACausalLM,
+    OutputBusy,
     OutputExists,
     OutputNotWritable,
 )
@@ -238,6 +241,81 @@ def _(c):
     return grow(c, c.llama(), "--num-heads", "many")
 
 
+@case("grow: OUT is the source, with --force", OutputNotWritable, "is the source", "outside")
+def _(c):
+    src = c.llama()
+    return ["grow", str(src), str(src), "--op", "stack", "--factor", "2", "--force"]
+
+
+@case("grow: OUT contains the source, with --force", OutputNotWritable, "contains the source")
+def _(c):
+    src = c.llama("parent/src")
+    return ["grow", str(src), str(c.path("parent")), "--op", "stack", "--factor", "2", "--force"]
+
+
+@case("grow: --force onto a folder of other files", OutputExists, "did not write", "--force")
+def _(c):
+    c.write("out/notes.txt", "mine")
+    return grow(c, c.llama(), "--force")
+
+
+@case("grow: OUT under a regular file", OutputNotWritable, "afile' is a file, not a folder")
+def _(c):
+    c.write("afile", "x")
+    return ["grow", str(c.llama()), str(c.path("afile/out")), "--op", "stack", "--factor", "2"]
+
+
+@case("grow: OUT being written by another growlm", OutputBusy, "another growlm process")
+def _(c):
+    lock = c.path(".out.growlm-lock")
+    lock.write_text("4242")
+    _HELD.append(open(lock))  # noqa: SIM115 - held until the case ends
+    fcntl.flock(_HELD[-1].fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return grow(c, c.llama())
+
+
+@case("grow: width not a multiple of the heads", InvalidGrowth, "not a multiple", "(4)")
+def _(c):
+    return [
+        "grow", str(c.llama()), str(c.path("out")), "--op", "direct-width",
+        "--hidden-size", "42", "--intermediate-size", "96",
+    ]  # fmt: skip
+
+
+@case("grow: config.json disagrees with the weights", CorruptCheckpoint, "disagrees with the")
+def _(c):
+    src = c.llama()
+    c.edit_json(src / "config.json", intermediate_size=64)
+    return grow(c, src)
+
+
+@case("grow: absurd depth", InvalidGrowth, "would have 3000000000 layers", "at most 4096")
+def _(c):
+    return ["grow", str(c.llama()), "--op", "stack", "--factor", "1000000000", "--dry-run"]
+
+
+@case("grow: absurd width", InvalidGrowth, "--hidden-size 100000000000 is beyond")
+def _(c):
+    return ["grow", str(c.llama()), "--op", "zero-width", "--hidden-size", "100000000000",
+            "--dry-run"]  # fmt: skip
+
+
+@case("grow: output larger than the disk", DiskFull, "estimated from the source")
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "zero-width",
+            "--hidden-size", "1000000"]  # fmt: skip
+
+
+@case("grow: tokenizer with more ids than the model", InvalidData, "ids but", "128 embedding rows")
+def _(c):
+    src = c.llama()
+    shutil.copyfile(c.model_src / "tokenizer.json", src / "tokenizer.json")
+    return grow(c, src)
+
+
+_HELD: list = []  # lock files a case holds (closed when the module's tests end)
+
+
 # ---- train --------------------------------------------------------------------------------
 @case("train: recipe missing", InvalidRecipe, "does not exist")
 def _(c):
@@ -415,10 +493,10 @@ def _(c):
 
 @case("train: model.init weights truncated", InvalidRecipe, "is truncated or not a safetensors")
 def _(c):
-    src = c.llama("init")
+    src = c.model("init")
     data = (src / "model.safetensors").read_bytes()
     (src / "model.safetensors").write_bytes(data[:1000])
-    return train(c, f"model.init={src}")
+    return train(c, f"model.init={src}", f"data.tokenizer={src}")
 
 
 @case("train: --out is a file", OutputNotWritable, "--out", "is a file, not a folder")
@@ -448,6 +526,17 @@ def _(c):
 @case("train: --out missing", USAGE, "the following arguments are required: --out")
 def _(c):
     return ["train", str(TINY)]
+
+
+@case("train: --out holds other files", OutputExists, "not a growlm run", "new or empty")
+def _(c):
+    c.write("run/notes.txt", "mine")
+    return train(c)
+
+
+@case("train: data tokenizer larger than model.init", InvalidData, "embedding rows", "--tokenizer")
+def _(c):
+    return train(c, f"model.init={c.llama()}")
 
 
 # ---- data prepare -------------------------------------------------------------------------
@@ -507,7 +596,7 @@ def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--block-tokens", "0"))
 
 
-@case("prepare: OUT exists", InvalidData, "exists; pass --force to replace it")
+@case("prepare: OUT exists", OutputExists, "already exists", "pass --force to replace it")
 def _(c):
     c.write("prepared/keep.txt", "mine")
     return prepare(c, c.write("a.txt", TEXT))
@@ -557,6 +646,18 @@ def _(c):
 @case("prepare: --vocab-size not a number", USAGE, "--vocab-size: invalid int value: 'big'")
 def _(c):
     return prepare(c, "default", args=("--vocab-size", "big"))
+
+
+@case("prepare: --force onto a folder of other files", OutputExists, "did not write")
+def _(c):
+    c.write("prepared/notes.txt", "mine")
+    return prepare(c, c.write("a.txt", TEXT), args=("--force",))
+
+
+@case("prepare: --out is the source folder", OutputNotWritable, "is the source")
+def _(c):
+    c.write("texts/a.txt", TEXT)
+    return ["data", "prepare", str(c.path("texts")), "--out", str(c.path("texts")), "--force"]
 
 
 # ---- plan ---------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from growlm.data.tokenizer import (
     train_tokenizer,
 )
 from growlm.errors import InvalidData
-from growlm.io.atomic import replace_dir
+from growlm.io.output import check_output, staged_output
 
 ENCODE_BATCH = 64
 
@@ -148,28 +147,34 @@ def prepare_cached(options: PrepareOptions) -> Path:
 
 
 def prepare(options: PrepareOptions, out_dir: Path, force: bool = False) -> Path:
-    """Prepare into ``out_dir`` (which must not exist unless ``force``)."""
+    """Prepare into ``out_dir`` (which must not exist unless ``force``; even then only an empty
+    folder or an earlier prepared folder is replaced)."""
     options.validate()
-    if out_dir.exists() and not force:
-        raise InvalidData(f"output {str(out_dir)!r} exists; pass --force to replace it")
+    _check_out(out_dir, options, force)
     corpus = _Corpus(options.sources, options.text_field)
-    return _prepare(corpus, corpus.fingerprint(), options, out_dir)
+    return _prepare(corpus, corpus.fingerprint(), options, out_dir, force)
+
+
+def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
+    local = [s for s in options.sources if Path(s).exists()]
+    check_output(out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out")
 
 
 def _prepare(
-    corpus: _Corpus, fingerprint: list[dict[str, Any]], options: PrepareOptions, out_dir: Path
+    corpus: _Corpus,
+    fingerprint: list[dict[str, Any]],
+    options: PrepareOptions,
+    out_dir: Path,
+    force: bool = False,
 ) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    local = [s for s in options.sources if Path(s).exists()]
+    with staged_output(
+        out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out"
+    ) as staging:
         tokenizer = _tokenizer(corpus, options, staging / "tokenizer")
         manifest = _write_tokens(corpus, tokenizer, options, staging)
         manifest["sources"] = fingerprint
         write_manifest(staging, manifest)
-        replace_dir(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     open_shards(out_dir)  # sizes agree with the manifest
     return out_dir
 

@@ -64,6 +64,7 @@ def load_model(
             f"{str(path)!r} has no usable tokenizer: {one_line(exc)}; copy the tokenizer of "
             "the model's training run into the folder"
         ) from None
+    _check_vocab(path, len(tokenizer), config.get("vocab_size"))  # before the weights load
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dtype, trust_remote_code=trust_remote_code
@@ -76,13 +77,16 @@ def load_model(
             f"{str(path)!r} cannot be loaded as a causal LM: {reason}; check that "
             "config.json and the weights belong together and are complete"
         ) from None
-    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
-    if vocab and len(tokenizer) > vocab:
+    _check_vocab(path, len(tokenizer), getattr(model.config, "vocab_size", None))
+    return model.eval(), tokenizer
+
+
+def _check_vocab(path: Path, ids: int, vocab: Any) -> None:
+    if isinstance(vocab, int) and 0 < vocab < ids:
         raise EvalError(
-            f"{str(path)!r}: the tokenizer has {len(tokenizer)} ids but the model only {vocab} "
+            f"{str(path)!r}: the tokenizer has {ids} ids but the model only {vocab} "
             "embeddings; use the tokenizer the model was trained with"
         )
-    return model.eval(), tokenizer
 
 
 def _checked_config(path: Path) -> dict[str, Any]:

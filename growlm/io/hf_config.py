@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from growlm.errors import GrowlmError
+from growlm.errors import GrowlmError, one_line
 
 
-def config_object(cfg: Mapping[str, Any], what: str = "config") -> Any:
+def config_object(
+    cfg: Mapping[str, Any], what: str = "config", error: type[GrowlmError] = GrowlmError
+) -> Any:
     """``cfg`` as the family's PretrainedConfig (no remote code); one line if it is invalid."""
     from transformers import AutoConfig
 
@@ -23,16 +25,17 @@ def config_object(cfg: Mapping[str, Any], what: str = "config") -> Any:
     try:
         return AutoConfig.for_model(str(model_type), **new_cfg)
     except Exception as e:  # transformers raises ValueError, KeyError, TypeError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GrowlmError(f"{what} is not a valid {model_type} config: {first[:200]}") from None
+        raise error(f"{what} is not a valid {model_type} config: {one_line(e)}") from None
 
 
-def implied_shapes(cfg: Mapping[str, Any], what: str = "config") -> dict[str, tuple[int, ...]]:
+def implied_shapes(
+    cfg: Mapping[str, Any], what: str = "config", error: type[GrowlmError] = GrowlmError
+) -> dict[str, tuple[int, ...]]:
     """Every parameter and buffer shape of the model that ``cfg`` describes (meta device)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    conf = config_object(cfg, what)
+    conf = config_object(cfg, what, error)
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(conf, trust_remote_code=False)
@@ -55,7 +58,7 @@ def check_shapes(
 ) -> None:
     """Refuse when a tensor of ``shapes`` has another shape than ``cfg`` implies for that name
     (names transformers maps on loading, such as GPT-NeoX's head, are not compared)."""
-    implied = implied_shapes(cfg, what)
+    implied = implied_shapes(cfg, what, error)
     for name, shape in shapes.items():
         want = implied.get(name)
         if want is not None and tuple(shape) != want:

@@ -37,8 +37,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def owned_by_growlm(folder: Path, records: Sequence[str]) -> bool:
-    """True when ``folder`` holds one of ``records`` naming growlm as its writer (a JSON object
-    with a ``growlm_version`` key, or ``"growlm"`` anywhere in its keys)."""
+    """True when ``folder`` holds one of ``records`` naming growlm as its writer."""
     for name in records:
         path = folder / name
         if not path.is_file():
@@ -47,8 +46,10 @@ def owned_by_growlm(folder: Path, records: Sequence[str]) -> bool:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and any("growlm" in str(k) for k in data):
-            return True
+        if isinstance(data, dict) and (
+            any("growlm" in str(k) for k in data) or str(data.get("format")).startswith("growlm")
+        ):
+            return True  # growth.json (growlm_version), a data manifest (format growlm-tokens/N)
         if isinstance(data, list) and data and isinstance(data[0], dict):
             return {"op", "src_layers"} <= set(data[0])  # the operator demo: grow reports
     return False

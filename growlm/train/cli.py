@@ -71,14 +71,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Load, check and run the recipe; under torchrun, leave without interpreter teardown."""
+    from contextlib import nullcontext
+
+    from growlm.io.output import output_lock
     from growlm.train.loop import train
     from growlm.train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     _require_folder(args.out, "--out")
     distributed_run = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # one run per folder: rank 0 holds the lock (a second growlm train there refuses at once)
+    lock = output_lock(args.out, "--out") if os.environ.get("RANK", "0") == "0" else nullcontext()
     try:
-        result = train(recipe, args.out, resume=args.resume)
+        with lock:
+            result = train(recipe, args.out, resume=args.resume)
     finally:
         if distributed_run:
             _leave_process_group()

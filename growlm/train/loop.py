@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from growlm.data.sampler import WindowSampler
-from growlm.errors import InvalidRecipe, NumericalFault, OutputExists
+from growlm.errors import InvalidData, InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
 from growlm.train import distributed
 from growlm.train.checkpoint import (
@@ -50,6 +50,7 @@ from growlm.train.model import (
     build_config,
     build_model,
     compile_blocks,
+    load_config,
     load_init_weights,
     model_flops_per_token,
     param_count,
@@ -106,6 +107,14 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False) -> RunResult:
     if recipe.run.threads:
         torch.set_num_threads(recipe.run.threads)
     data = open_training_data(recipe.data, ctx)
+    if recipe.model.init is not None:
+        rows = int(load_config(Path(recipe.model.init)).vocab_size)
+        if data.vocab_size > rows:
+            raise InvalidData(
+                f"the data's tokenizer has {data.vocab_size} ids but model.init "
+                f"{str(recipe.model.init)!r} has {rows} embedding rows: prepare the data with "
+                f"the model's tokenizer (growlm data prepare --tokenizer {recipe.model.init})"
+            )
     return Trainer(recipe, Path(out_dir), ctx, data).run(resume)
 
 
@@ -261,6 +270,13 @@ class Trainer:
 
     def _checkpoint_to_resume(self, resume: bool) -> Checkpoint | None:
         found = list_checkpoints(self.out)
+        strangers = self.out.is_dir() and any(self.out.iterdir())
+        ours = found or any((self.out / f).is_file() for f in ("recipe.yaml", METRICS_FILE))
+        if strangers and not ours:
+            raise OutputExists(
+                f"--out {str(self.out)!r} holds files that are not a growlm run: choose a new "
+                "or empty folder"
+            )
         if not resume:
             if found or (self.out / METRICS_FILE).exists():
                 raise OutputExists(
