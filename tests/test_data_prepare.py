@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from growlm.data import PrepareOptions, load_tokenizer, open_shards, prepare, prepare_cached
 from growlm.data.shards import dtype_for_vocab
-from growlm.errors import InvalidData
+from growlm.errors import InvalidData, OutputExists
 
 FIXTURE = Path(__file__).parent / "fixtures" / "shakespeare"
 PLAYS = sorted(FIXTURE.glob("*.txt"))
@@ -196,7 +196,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
     with pytest.raises(InvalidData, match=r"vocab_size must be in \[257, 1048576\], got 100"):
         prepare(_options(vocab_size=100), tmp_path / "o5")
     (tmp_path / "o6").mkdir()
-    with pytest.raises(InvalidData, match="exists"):
+    with pytest.raises(OutputExists, match="already exists"):
         prepare(_options(), tmp_path / "o6")
 
 
@@ -241,5 +241,10 @@ def test_cli_data_prepare_and_one_line_errors(tmp_path, capsys):
     assert open_shards(out).vocab_size == 300
     code = main(["data", "prepare", str(FIXTURE), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: output ")
+    assert (
+        code == 2
+        and len(err) == 1
+        and err[0].startswith("error: --out ")
+        and "already exists" in err[0]
+    )
     assert "--force" in err[0]
