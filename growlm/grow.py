@@ -137,6 +137,7 @@ def grow(
     intermediate_size: int | None = None,
     num_heads: int | None = None,
     num_kv_heads: int | None = None,
+    snr_db: float | None = None,
     dtype: str | None = None,
     dry_run: bool = False,
     check: bool = False,
@@ -171,6 +172,7 @@ def grow(
         intermediate_size=intermediate_size,
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
+        snr_db=snr_db,
         steps=steps,
         lr=lr,
     )

@@ -238,6 +238,32 @@ def _(c):
     return grow(c, c.llama(), "--num-heads", "many")
 
 
+# clone-width (HyperCloning)
+def clone(c: Ctx, *args: str) -> list[str]:
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "clone-width", *args]
+
+
+@case("grow: clone-width factor 1", InvalidGrowth, "clone-width needs --factor N, an integer >= 2")
+def _(c):
+    return clone(c, "--factor", "1")
+
+
+@case("grow: clone-width without factor", InvalidGrowth, "needs --factor N", "got None")
+def _(c):
+    return clone(c)
+
+
+@case("grow: clone-width + a depth factor", InvalidGrowth, "would set both direct-depth")
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "stack+clone-width",
+            "--factor", "2"]  # fmt: skip
+
+
+@case("grow: clone-width snr not a number", InvalidGrowth, "--snr-db must be a number in dB")
+def _(c):
+    return clone(c, "--factor", "2", "--snr-db", "nan")
+
+
 # ---- train --------------------------------------------------------------------------------
 @case("train: recipe missing", InvalidRecipe, "does not exist")
 def _(c):

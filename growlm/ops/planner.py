@@ -14,6 +14,10 @@ Width growth, per tensor and per labelled axis (see ``growlm.arch.spec``):
           of its old rows, and sums of means are means), so the mean is unchanged and the
           variance shrinks by H/H' (same correction); new dims leave the norm as beta = 0.
   random  new units random on both sides (not function preserving).
+  clone   HyperCloning (Samragh et al. 2024): every width (hidden, ffn, heads, kv heads) times an
+          integer factor n, each unit copied n times (head_dim fixed), readers divided by n as
+          in direct; then the copies along each read axis get paired noise +eta / -eta, which
+          cancels because the copies they read hold equal values. Exact, with cloned rows unequal.
 """
 
 from __future__ import annotations
@@ -26,7 +30,18 @@ from growlm.arch import BUFFERS, ArchSpec, TensorSpec
 from growlm.errors import CorruptCheckpoint, InvalidGrowth
 from growlm.ops.axes import AxisMap, Shape, axis_maps
 from growlm.ops.depth import LayerSource
-from growlm.ops.plan import Expand, Fill, Fresh, NormScale, Plan, Scale, Step, TensorPlan, Zero
+from growlm.ops.plan import (
+    Expand,
+    Fill,
+    Fresh,
+    NormScale,
+    PairNoise,
+    Plan,
+    Scale,
+    Step,
+    TensorPlan,
+    Zero,
+)
 from growlm.ops.registry import Operator, parse_ops
 
 
@@ -142,6 +157,32 @@ def target_shape(spec: ArchSpec, cfg: dict[str, Any], src: Shape, p: dict[str, A
     return new
 
 
+def clone_shape(src: Shape, depth_op: Operator | None, p: dict[str, Any]) -> Shape:
+    """HyperCloning: hidden, ffn, heads and kv heads times ``factor`` (head_dim fixed)."""
+    if depth_op is not None and "factor" in depth_op.params:
+        raise InvalidGrowth(
+            f"--factor would set both {depth_op.name} and clone-width: grow depth and width in "
+            f"two steps (two `growlm grow` runs or two recipe stages)"
+        )
+    n = p.get("factor")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise InvalidGrowth(
+            f"clone-width needs --factor N, an integer >= 2 (every width times N), got {n!r}"
+        )
+    snr = p.get("snr_db")
+    if snr is not None and (
+        isinstance(snr, bool) or not isinstance(snr, (int, float)) or math.isnan(snr)
+    ):
+        raise InvalidGrowth(f"--snr-db must be a number in dB (inf: no noise), got {snr!r}")
+    return Shape(
+        hidden=src.hidden * n,
+        ffn=src.ffn * n,
+        heads=src.heads * n,
+        kv_heads=src.kv_heads * n,
+        head_dim=src.head_dim,
+    )
+
+
 def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchSpec) -> Fill:
     if ts.role == "norm":
         return "one"
@@ -149,8 +190,8 @@ def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchS
         return "zero"
     if kind == "random":
         return "zero" if ts.role == "bias" else "random"
-    if kind == "direct":
-        return "zero"  # never used: direct maps have no new entries
+    if kind in ("direct", "clone"):
+        return "zero"  # never used: copy maps have no new entries
     if axis_kind == "hidden":
         if direction == "out":
             return "mean" if spec.norm == "layer" else "zero"
@@ -162,11 +203,12 @@ def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchS
 
 @dataclass
 class WidthGrowth:
-    kind: str  # direct | zero | random
+    kind: str  # direct | zero | random | clone
     src: Shape
     new: Shape
     maps: dict[str, AxisMap]
     tied: bool
+    snr_db: float = math.inf  # clone: noise of the +eta / -eta pairs
 
     def steps(self, ts: TensorSpec, spec: ArchSpec, final_norm: bool = False) -> list[Step]:
         steps: list[Step] = []
@@ -175,8 +217,13 @@ class WidthGrowth:
             if amap is None or amap.is_identity:
                 continue
             fill = _fill(self.kind, ts, ax.kind, ax.direction, spec)
-            divide = self.kind == "direct" and ax.direction == "in"
+            divide = self.kind in ("direct", "clone") and ax.direction == "in"
             steps.append(Expand(dim, ax.kind, amap, fill, divide))
+        if self.kind == "clone" and ts.role == "matrix":
+            for dim, ax in enumerate(ts.axes):
+                amap = self.maps.get(ax.kind)
+                if ax.direction == "in" and amap is not None and not amap.is_identity:
+                    steps.append(PairNoise(dim, ax.kind, amap, self.snr_db))
         if ts.role in ("norm", "norm_bias"):
             steps += self._norm_steps(ts, spec, final_norm)
         if ts is spec.embed and spec.embed_scale_sqrt_hidden and self.new.hidden != self.src.hidden:
@@ -197,7 +244,7 @@ class WidthGrowth:
             out.append(NormScale(math.sqrt(a / b), why="sqrt(old/new) zero-width"))
         if final_norm and self.tied and axis == "hidden":
             amap = self.maps["hidden"]
-            if self.kind == "direct" and not amap.is_identity:
+            if self.kind in ("direct", "clone") and not amap.is_identity:
                 out.append(
                     NormScale(1.0 / amap.count, offset_applies=is_weight, why="tied head split")
                 )
@@ -222,6 +269,8 @@ class WidthGrowth:
             return all(same[a] == ratio for a in spec.normed_width_axes if a in same)
         if self.kind == "random":
             return self.src == self.new
+        if self.kind == "clone":
+            return True  # every width grows by the same integer factor
         uniform = self.new.hidden % self.src.hidden == 0
         if "q" in spec.normed_width_axes:
             uniform &= self.new.heads % self.src.heads == 0
@@ -278,14 +327,18 @@ def build_plan(
 
     width = None
     if width_op is not None:
-        new = target_shape(spec, cfg, src, params)
+        assert width_op.width_fill is not None
+        if width_op.width_fill == "clone":
+            new = clone_shape(src, depth_op, params)
+        else:
+            new = target_shape(spec, cfg, src, params)
         if new == src:
             raise InvalidGrowth(
                 f"{width_op.name} needs a larger --hidden-size, --intermediate-size or --num-heads"
             )
-        assert width_op.width_fill is not None
-        maps = axis_maps(src, new, copy=width_op.width_fill == "direct")
-        width = WidthGrowth(width_op.width_fill, src, new, maps, tied)
+        maps = axis_maps(src, new, copy=width_op.width_fill in ("direct", "clone"))
+        snr = params.get("snr_db", width_op.defaults.get("snr_db", math.inf))
+        width = WidthGrowth(width_op.width_fill, src, new, maps, tied, float(snr))
     layer_map = _layer_map(depth_op, n, params)
     out_n = len(layer_map)
 
