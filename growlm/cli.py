@@ -32,6 +32,7 @@ def _grow(args: argparse.Namespace) -> int:
         num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads,
         snr_db=args.snr_db,
+        new_tokens=args.new_tokens,
         dtype=args.dtype,
         dry_run=args.dry_run,
         check=args.check,
@@ -163,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--snr-db",
         type=float,
         help="clone-width: signal-to-noise of the +eta/-eta pairs in dB (default 10; inf: none)",
+    )
+    g.add_argument(
+        "--new-tokens",
+        type=_positive_int,
+        help="param-tokens: key/value parameter tokens added to every Pattention (TokenFormer)",
     )
     g.add_argument(
         "--dtype",

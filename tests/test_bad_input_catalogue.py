@@ -264,6 +264,22 @@ def _(c):
     return clone(c, "--factor", "2", "--snr-db", "nan")
 
 
+# param-tokens (TokenFormer)
+@case("grow: param-tokens on a family without Pattention", InvalidGrowth,
+      "param-tokens grows Pattention layers and llama has none")  # fmt: skip
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "param-tokens",
+            "--new-tokens", "4"]  # fmt: skip
+
+
+@case("grow: param-tokens without a count", InvalidGrowth, "param-tokens needs --new-tokens N")
+def _(c):
+    from tiny_models import save_model
+
+    src = save_model("tokenformer", c.path("tf"))
+    return ["grow", str(src), str(c.path("out")), "--op", "param-tokens"]
+
+
 # ---- train --------------------------------------------------------------------------------
 @case("train: recipe missing", InvalidRecipe, "does not exist")
 def _(c):

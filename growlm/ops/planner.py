@@ -18,6 +18,10 @@ Width growth, per tensor and per labelled axis (see ``growlm.arch.spec``):
           integer factor n, each unit copied n times (head_dim fixed), readers divided by n as
           in direct; then the copies along each read axis get paired noise +eta / -eta, which
           cancels because the copies they read hold equal values. Exact, with cloned rows unequal.
+  tokens  TokenFormer parameter tokens (param-tokens): every Pattention layer gets N more
+          key/value tokens; new key tokens are 0, so their scores are 0 and GeLU(0) = 0: they
+          add nothing; new value tokens are random (a zero value would never get a gradient).
+          Not exact: the score normalisation multiplies by sqrt(P), which becomes sqrt(P + N).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from growlm.arch import BUFFERS, ArchSpec, TensorSpec
 from growlm.errors import CorruptCheckpoint, InvalidGrowth
@@ -183,7 +189,35 @@ def clone_shape(src: Shape, depth_op: Operator | None, p: dict[str, Any]) -> Sha
     )
 
 
+def token_maps(spec: ArchSpec, cfg: dict[str, Any], p: dict[str, Any]) -> dict[str, AxisMap]:
+    """param-tokens: every parameter-token axis keeps its P tokens and gets ``new_tokens``."""
+    if not spec.keys.param_tokens:
+        raise InvalidGrowth(
+            f"param-tokens grows Pattention layers and {spec.name} has none: it applies to "
+            f"TokenFormer models (model_type tokenformer)"
+        )
+    n = p.get("new_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidGrowth(
+            f"param-tokens needs --new-tokens N, an integer >= 1 (tokens added to every "
+            f"Pattention layer), got {n!r}"
+        )
+    maps = {}
+    for kind, key in spec.keys.param_tokens:
+        size = cfg.get(key)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CorruptCheckpoint(f"config.json has no valid {key!r} (needed for {spec.name})")
+        maps[kind] = AxisMap(
+            src_size=size,
+            index=torch.cat([torch.arange(size), torch.full((n,), -1)]),
+            count=torch.ones(size + n),
+        )
+    return maps
+
+
 def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchSpec) -> Fill:
+    if axis_kind.startswith("ptok"):  # new key tokens 0 (score 0, GeLU(0) = 0), values random
+        return "zero" if direction == "out" else "random"
     if ts.role == "norm":
         return "one"
     if ts.role == "norm_bias":
@@ -203,7 +237,7 @@ def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchS
 
 @dataclass
 class WidthGrowth:
-    kind: str  # direct | zero | random | clone
+    kind: str  # direct | zero | random | clone | tokens
     src: Shape
     new: Shape
     maps: dict[str, AxisMap]
@@ -271,6 +305,8 @@ class WidthGrowth:
             return self.src == self.new
         if self.kind == "clone":
             return True  # every width grows by the same integer factor
+        if self.kind == "tokens":
+            return False  # the score's sqrt(P) grows (see the module docstring)
         uniform = self.new.hidden % self.src.hidden == 0
         if "q" in spec.normed_width_axes:
             uniform &= self.new.heads % self.src.heads == 0
@@ -328,15 +364,19 @@ def build_plan(
     width = None
     if width_op is not None:
         assert width_op.width_fill is not None
-        if width_op.width_fill == "clone":
+        if width_op.width_fill == "tokens":
+            maps = token_maps(spec, cfg, params)
+            new = src
+        elif width_op.width_fill == "clone":
             new = clone_shape(src, depth_op, params)
         else:
             new = target_shape(spec, cfg, src, params)
-        if new == src:
+        if new == src and width_op.width_fill != "tokens":
             raise InvalidGrowth(
                 f"{width_op.name} needs a larger --hidden-size, --intermediate-size or --num-heads"
             )
-        maps = axis_maps(src, new, copy=width_op.width_fill in ("direct", "clone"))
+        if width_op.width_fill != "tokens":
+            maps = axis_maps(src, new, copy=width_op.width_fill in ("direct", "clone"))
         snr = params.get("snr_db", width_op.defaults.get("snr_db", math.inf))
         width = WidthGrowth(width_op.width_fill, src, new, maps, tied, float(snr))
     layer_map = _layer_map(depth_op, n, params)
@@ -481,7 +521,10 @@ def _new_config(
     if isinstance(cfg.get("max_window_layers"), int):
         mwl = cfg["max_window_layers"]
         out["max_window_layers"] = sum(1 for ls in layer_map if ls.src < mwl)
-    if width is not None:
+    if width is not None and width.kind == "tokens":
+        for kind, key in k.param_tokens:
+            out[key] = width.maps[kind].new_size
+    elif width is not None:
         out[k.hidden] = width.new.hidden
         out[k.ffn] = width.new.ffn
         out[k.heads] = width.new.heads

@@ -21,7 +21,7 @@ class Operator:
     params: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     layer_map: Callable[..., list[LayerSource]] | None = None
-    width_fill: str | None = None  # direct | zero | random | clone
+    width_fill: str | None = None  # direct | zero | random | clone | tokens
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,6 +149,17 @@ OPERATORS: tuple[Operator, ...] = (
         ("hypercloning", "hyperclone"),
         width_fill="clone",
         defaults={"snr_db": 10.0},
+    ),
+    # TokenFormer: one self-contained entry (planner.token_maps)
+    Operator(
+        "param-tokens",
+        "width",
+        "TokenFormer: N new key/value parameter tokens in every Pattention (new keys zero)",
+        "Wang et al. 2024, TokenFormer (arXiv 2410.23168)",
+        "no (near: new tokens add nothing, the sqrt(P) score scale grows; see --check)",
+        ("new_tokens",),
+        ("tokenformer", "pattention-tokens"),
+        width_fill="tokens",
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
