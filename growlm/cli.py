@@ -34,6 +34,8 @@ def _grow(args: argparse.Namespace) -> int:
         intermediate_size=args.intermediate_size,
         num_heads=args.num_heads,
         num_kv_heads=args.num_kv_heads,
+        snr_db=args.snr_db,
+        new_tokens=args.new_tokens,
         dtype=args.dtype,
         dry_run=args.dry_run,
         check=args.check,
@@ -140,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "depth+width combine with '+' (stack+direct-width, learn-depth+learn-width). "
         "`growlm ops` lists them",
     )
-    g.add_argument("--factor", type=_positive_int, help="growth factor g (depth operators)")
+    g.add_argument(
+        "--factor", type=_positive_int, help="growth factor g (depth operators; clone-width)"
+    )
     g.add_argument("--layers", help="explicit source layer list for --op layers, e.g. 0,1,2,1,2,3")
     g.add_argument("--drop", type=_positive_int, help="SOLAR: layers dropped at the seam")
     g.add_argument(
@@ -159,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--intermediate-size", type=_positive_int)
     g.add_argument("--num-heads", type=_positive_int)
     g.add_argument("--num-kv-heads", type=_positive_int)
+    g.add_argument(
+        "--snr-db",
+        type=float,
+        help="clone-width: signal-to-noise of the +eta/-eta pairs in dB (default 10; inf: none)",
+    )
+    g.add_argument(
+        "--new-tokens",
+        type=_positive_int,
+        help="param-tokens: key/value parameter tokens added to every Pattention (TokenFormer)",
+    )
     g.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),

@@ -135,6 +135,8 @@ def grow(
     intermediate_size: int | None = None,
     num_heads: int | None = None,
     num_kv_heads: int | None = None,
+    snr_db: float | None = None,
+    new_tokens: int | None = None,
     dtype: str | None = None,
     dry_run: bool = False,
     check: bool = False,
@@ -169,6 +171,8 @@ def grow(
         intermediate_size=intermediate_size,
         num_heads=num_heads,
         num_kv_heads=num_kv_heads,
+        snr_db=snr_db,
+        new_tokens=new_tokens,
         steps=steps,
         lr=lr,
     )

@@ -316,6 +316,48 @@ def _(c):
 _HELD: list = []  # lock files a case holds (closed when the module's tests end)
 
 
+# clone-width (HyperCloning)
+def clone(c: Ctx, *args: str) -> list[str]:
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "clone-width", *args]
+
+
+@case("grow: clone-width factor 1", InvalidGrowth, "clone-width needs --factor N, an integer >= 2")
+def _(c):
+    return clone(c, "--factor", "1")
+
+
+@case("grow: clone-width without factor", InvalidGrowth, "needs --factor N", "got None")
+def _(c):
+    return clone(c)
+
+
+@case("grow: clone-width + a depth factor", InvalidGrowth, "would set both direct-depth")
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "stack+clone-width",
+            "--factor", "2"]  # fmt: skip
+
+
+@case("grow: clone-width snr not a number", InvalidGrowth, "--snr-db must be a number in dB")
+def _(c):
+    return clone(c, "--factor", "2", "--snr-db", "nan")
+
+
+# param-tokens (TokenFormer)
+@case("grow: param-tokens on a family without Pattention", InvalidGrowth,
+      "param-tokens grows Pattention layers and llama has none")  # fmt: skip
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "param-tokens",
+            "--new-tokens", "4"]  # fmt: skip
+
+
+@case("grow: param-tokens without a count", InvalidGrowth, "param-tokens needs --new-tokens N")
+def _(c):
+    from tiny_models import save_model
+
+    src = save_model("tokenformer", c.path("tf"))
+    return ["grow", str(src), str(c.path("out")), "--op", "param-tokens"]
+
+
 # ---- train --------------------------------------------------------------------------------
 @case("train: recipe missing", InvalidRecipe, "does not exist")
 def _(c):

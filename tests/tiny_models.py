@@ -40,13 +40,27 @@ CONFIGS: dict[str, dict[str, Any]] = {
         max_position_embeddings=128,
     ),
 }
+# growlm's own families (growlm/models): tested in their own files, not by every family test
+OWN: dict[str, dict[str, Any]] = {
+    "tokenformer": dict(
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        qkv_slot_num=24,
+        proj_slot_num=16,
+        ffn_slot_num=64,
+        max_position_embeddings=128,
+    ),
+}
 FAMILIES = sorted(CONFIGS)
 
 
 def make_model(family: str, seed: int = 0):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kw = dict(CONFIGS[family])
+    import growlm.models  # noqa: F401  (registers growlm's own families)
+
+    kw = dict(CONFIGS[family] if family in CONFIGS else OWN[family])
     model_type = kw.pop("model_type", family)
     cfg = AutoConfig.for_model(model_type, **BASE, **kw)
     torch.manual_seed(seed)

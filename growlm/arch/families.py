@@ -227,6 +227,51 @@ GPT_NEOX = ArchSpec(
     notes="fused per-head interleaved qkv; parallel residual; LayerNorm with bias (Pythia).",
 )
 
+
+def _pattention(name: str, tokens: str, reads: str, writes: str, zero: bool = False):
+    """A Pattention layer: key tokens [P, d_in] write one score per token, value tokens
+    [P, d_out] read the scores and write the output."""
+    return (
+        t(f"{name}.key_param_tokens", f"out:{tokens}", f"in:{reads}"),
+        t(f"{name}.value_param_tokens", f"in:{tokens}", f"out:{writes}", zero=zero),
+    )
+
+
+TOKENFORMER = ArchSpec(
+    name="tokenformer",
+    model_types=("tokenformer",),
+    layer_prefix=_LAYERS,
+    layer_tensors=(
+        t("input_layernorm.weight", "norm:hidden", role="norm"),
+        t("input_layernorm.bias", "norm:hidden", role="norm_bias"),
+        *_pattention("attention.query", "ptok_qkv", "hidden", "q"),
+        *_pattention("attention.key", "ptok_qkv", "hidden", "kv"),
+        *_pattention("attention.value", "ptok_qkv", "hidden", "kv"),
+        *_pattention("attention.proj", "ptok_proj", "q", "hidden", zero=True),
+        t("post_attention_layernorm.weight", "norm:hidden", role="norm"),
+        t("post_attention_layernorm.bias", "norm:hidden", role="norm_bias"),
+        *_pattention("mlp", "ptok_ffn", "hidden", "hidden", zero=True),
+    ),
+    embed=_EMBED,
+    final_norm=(
+        t("model.norm.weight", "norm:hidden", role="norm"),
+        t("model.norm.bias", "norm:hidden", role="norm_bias"),
+    ),
+    head=_HEAD,
+    keys=ConfigKeys(
+        kv_heads=None,
+        head_dim=None,
+        eps="layer_norm_eps",
+        param_tokens=(
+            ("ptok_qkv", "qkv_slot_num"),
+            ("ptok_proj", "proj_slot_num"),
+            ("ptok_ffn", "ffn_slot_num"),
+        ),
+    ),
+    norm="layer",
+    notes="growlm's own TokenFormer (growlm/models): Pattention projections, LayerNorm.",
+)
+
 FAMILIES: tuple[ArchSpec, ...] = (
     LLAMA,
     MISTRAL,
@@ -238,4 +283,5 @@ FAMILIES: tuple[ArchSpec, ...] = (
     OLMO2,
     GPT2,
     GPT_NEOX,
+    TOKENFORMER,
 )

@@ -15,6 +15,9 @@ Axis kinds
   head     head_dim (per-head q/k norms; never grows)
   vocab    vocabulary (never grows)
   pos      learned positions (never grows)
+  ptok_qkv, ptok_proj, ptok_ffn
+           TokenFormer parameter tokens of the q/k/v, attention-output and FFN Pattention
+           layers (key tokens write a score per token: "out"; value tokens read it: "in")
 """
 
 from __future__ import annotations
@@ -22,7 +25,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-AXIS_KINDS = ("hidden", "ffn", "ffn2", "q", "kv", "qkv", "qkvh", "head", "vocab", "pos")
+AXIS_KINDS = (
+    "hidden",
+    "ffn",
+    "ffn2",
+    "q",
+    "kv",
+    "qkv",
+    "qkvh",
+    "head",
+    "vocab",
+    "pos",
+    "ptok_qkv",
+    "ptok_proj",
+    "ptok_ffn",
+)
 DIRECTIONS = ("out", "in", "norm")
 
 Role = Literal["matrix", "bias", "norm", "norm_bias", "embed"]
@@ -93,6 +110,8 @@ class ConfigKeys:
     init_std: str = "initializer_range"
     per_layer: tuple[str, ...] = ()
     """Config lists indexed by layer (e.g. ``layer_types``): remapped with the layers."""
+    param_tokens: tuple[tuple[str, str], ...] = ()
+    """(axis kind, config key) of each parameter-token count (TokenFormer's ``*_slot_num``)."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,15 @@ large model would have had:
   unchanged, so reader moments are copied; the copies' own weights (writers, norm scales,
   biases) each receive 1/c of the gradient: moments divided by c^p;
 - a weight rescaled by s to keep the function (norm corrections, Gemma's embedding scale):
-  gradient divided by s, moments by s^p.
+  gradient divided by s, moments by s^p;
+- HyperCloning (clone-width) moves moments as the Net2Net split (its readers are divided by the
+  copy count too). That is exact for the noiseless clone; its +eta / -eta pairs change the grown
+  model's gradient by terms of order eta (measured in tests/test_clone_width.py).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +104,58 @@ class Expand(Step):
             kept = x.to(torch.float32).mean(dim=self.dim, keepdim=True).to(out.dtype)
             value = kept.expand_as(out)
         return torch.where(new, value, out)
+
+
+@dataclass
+class PairNoise(Step):
+    """HyperCloning's symmetry breaking: along a split "in" axis, the copies of each source unit
+    are paired (copy 0 with 1, 2 with 3, ...) and get +eta / -eta; an odd last copy gets none.
+    Every copy reads the same input value, so a pair's contributions sum to the unchanged one
+    while the cloned rows differ. eta ~ normal(0, sigma) with sigma^2 = mean(x^2) / 10^(snr/10).
+    Moments: the step is the identity (they follow the noiseless clone, see the module doc)."""
+
+    dim: int
+    axis: str
+    amap: AxisMap
+    snr_db: float
+
+    def describe(self) -> str:
+        return f"noise[{self.dim}:{self.axis} +/-eta pairs, snr {self.snr_db:g} dB]"
+
+    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
+        assert x is not None
+        if ctx.mode != "weights" or math.isinf(self.snr_db) or x.is_meta:
+            return x
+        partner, sign = _pairs(self.amap)
+        xf = x.to(torch.float32)
+        sigma = float(xf.pow(2).mean().sqrt()) / 10 ** (self.snr_db / 20)
+        z = torch.empty_like(xf).normal_(0.0, sigma, generator=ctx.generator)
+        view = [1] * xf.dim()
+        view[self.dim] = -1
+        eta = z.index_select(self.dim, partner) * sign.view(view)  # exact +eta / -eta pairs
+        return (xf + eta).to(x.dtype)
+
+
+def _pairs(amap: AxisMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every grown index: the index whose draw it uses and its sign (+1, -1, 0 = no noise).
+    Copies of one source unit, in order, pair as (0, 1), (2, 3), ...; an odd last copy is 0."""
+    idx = amap.index
+    order = torch.sort(idx, stable=True).indices  # copies of a unit adjacent, in grown order
+    pos = torch.arange(idx.numel())
+    s = idx[order]
+    start = torch.ones_like(s, dtype=torch.bool)
+    start[1:] = s[1:] != s[:-1]
+    group_start = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), 0).values
+    rank = torch.empty_like(idx)
+    rank[order] = pos - group_start  # which copy of its source unit each grown index is
+    odd = rank % 2 == 1
+    partner = pos.clone()
+    prev = torch.empty_like(idx)
+    prev[order[1:]] = order[:-1]  # the grown index of the previous copy of the same unit
+    partner[odd] = prev[odd]
+    has_pair = (rank + 1 < amap.count.to(torch.int64)) | odd
+    sign = torch.where(odd, -1.0, 1.0) * has_pair * (idx >= 0)
+    return partner, sign
 
 
 @dataclass

@@ -14,6 +14,14 @@ Width growth, per tensor and per labelled axis (see ``growlm.arch.spec``):
           of its old rows, and sums of means are means), so the mean is unchanged and the
           variance shrinks by H/H' (same correction); new dims leave the norm as beta = 0.
   random  new units random on both sides (not function preserving).
+  clone   HyperCloning (Samragh et al. 2024): every width (hidden, ffn, heads, kv heads) times an
+          integer factor n, each unit copied n times (head_dim fixed), readers divided by n as
+          in direct; then the copies along each read axis get paired noise +eta / -eta, which
+          cancels because the copies they read hold equal values. Exact, with cloned rows unequal.
+  tokens  TokenFormer parameter tokens (param-tokens): every Pattention layer gets N more
+          key/value tokens; new key tokens are 0, so their scores are 0 and GeLU(0) = 0: they
+          add nothing; new value tokens are random (a zero value would never get a gradient).
+          Not exact: the score normalisation multiplies by sqrt(P), which becomes sqrt(P + N).
 """
 
 from __future__ import annotations
@@ -22,11 +30,24 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from growlm.arch import BUFFERS, ArchSpec, TensorSpec
 from growlm.errors import CorruptCheckpoint, InvalidGrowth
 from growlm.ops.axes import AxisMap, Shape, axis_maps
 from growlm.ops.depth import LayerSource
-from growlm.ops.plan import Expand, Fill, Fresh, NormScale, Plan, Scale, Step, TensorPlan, Zero
+from growlm.ops.plan import (
+    Expand,
+    Fill,
+    Fresh,
+    NormScale,
+    PairNoise,
+    Plan,
+    Scale,
+    Step,
+    TensorPlan,
+    Zero,
+)
 from growlm.ops.registry import Operator, parse_ops
 
 
@@ -142,15 +163,69 @@ def target_shape(spec: ArchSpec, cfg: dict[str, Any], src: Shape, p: dict[str, A
     return new
 
 
+def clone_shape(src: Shape, depth_op: Operator | None, p: dict[str, Any]) -> Shape:
+    """HyperCloning: hidden, ffn, heads and kv heads times ``factor`` (head_dim fixed)."""
+    if depth_op is not None and "factor" in depth_op.params:
+        raise InvalidGrowth(
+            f"--factor would set both {depth_op.name} and clone-width: grow depth and width in "
+            f"two steps (two `growlm grow` runs or two recipe stages)"
+        )
+    n = p.get("factor")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise InvalidGrowth(
+            f"clone-width needs --factor N, an integer >= 2 (every width times N), got {n!r}"
+        )
+    snr = p.get("snr_db")
+    if snr is not None and (
+        isinstance(snr, bool) or not isinstance(snr, (int, float)) or math.isnan(snr)
+    ):
+        raise InvalidGrowth(f"--snr-db must be a number in dB (inf: no noise), got {snr!r}")
+    return Shape(
+        hidden=src.hidden * n,
+        ffn=src.ffn * n,
+        heads=src.heads * n,
+        kv_heads=src.kv_heads * n,
+        head_dim=src.head_dim,
+    )
+
+
+def token_maps(spec: ArchSpec, cfg: dict[str, Any], p: dict[str, Any]) -> dict[str, AxisMap]:
+    """param-tokens: every parameter-token axis keeps its P tokens and gets ``new_tokens``."""
+    if not spec.keys.param_tokens:
+        raise InvalidGrowth(
+            f"param-tokens grows Pattention layers and {spec.name} has none: it applies to "
+            f"TokenFormer models (model_type tokenformer)"
+        )
+    n = p.get("new_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidGrowth(
+            f"param-tokens needs --new-tokens N, an integer >= 1 (tokens added to every "
+            f"Pattention layer), got {n!r}"
+        )
+    maps = {}
+    for kind, key in spec.keys.param_tokens:
+        size = cfg.get(key)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CorruptCheckpoint(f"config.json has no valid {key!r} (needed for {spec.name})")
+        maps[kind] = AxisMap(
+            src_size=size,
+            index=torch.cat([torch.arange(size), torch.full((n,), -1)]),
+            count=torch.ones(size + n),
+        )
+    return maps
+
+
 def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchSpec) -> Fill:
+    if axis_kind.startswith("ptok"):  # new key tokens 0 (score 0, GeLU(0) = 0), values random
+        return "zero" if direction == "out" else "random"
     if ts.role == "norm":
         return "one"
     if ts.role == "norm_bias":
         return "zero"
     if kind == "random":
         return "zero" if ts.role == "bias" else "random"
-    if kind == "direct":
-        return "zero"  # never used: direct maps have no new entries
+    if kind in ("direct", "clone"):
+        return "zero"  # never used: copy maps have no new entries
     if axis_kind == "hidden":
         if direction == "out":
             return "mean" if spec.norm == "layer" else "zero"
@@ -162,11 +237,12 @@ def _fill(kind: str, ts: TensorSpec, axis_kind: str, direction: str, spec: ArchS
 
 @dataclass
 class WidthGrowth:
-    kind: str  # direct | zero | random
+    kind: str  # direct | zero | random | clone | tokens
     src: Shape
     new: Shape
     maps: dict[str, AxisMap]
     tied: bool
+    snr_db: float = math.inf  # clone: noise of the +eta / -eta pairs
 
     def steps(self, ts: TensorSpec, spec: ArchSpec, final_norm: bool = False) -> list[Step]:
         steps: list[Step] = []
@@ -175,8 +251,13 @@ class WidthGrowth:
             if amap is None or amap.is_identity:
                 continue
             fill = _fill(self.kind, ts, ax.kind, ax.direction, spec)
-            divide = self.kind == "direct" and ax.direction == "in"
+            divide = self.kind in ("direct", "clone") and ax.direction == "in"
             steps.append(Expand(dim, ax.kind, amap, fill, divide))
+        if self.kind == "clone" and ts.role == "matrix":
+            for dim, ax in enumerate(ts.axes):
+                amap = self.maps.get(ax.kind)
+                if ax.direction == "in" and amap is not None and not amap.is_identity:
+                    steps.append(PairNoise(dim, ax.kind, amap, self.snr_db))
         if ts.role in ("norm", "norm_bias"):
             steps += self._norm_steps(ts, spec, final_norm)
         if ts is spec.embed and spec.embed_scale_sqrt_hidden and self.new.hidden != self.src.hidden:
@@ -197,7 +278,7 @@ class WidthGrowth:
             out.append(NormScale(math.sqrt(a / b), why="sqrt(old/new) zero-width"))
         if final_norm and self.tied and axis == "hidden":
             amap = self.maps["hidden"]
-            if self.kind == "direct" and not amap.is_identity:
+            if self.kind in ("direct", "clone") and not amap.is_identity:
                 out.append(
                     NormScale(1.0 / amap.count, offset_applies=is_weight, why="tied head split")
                 )
@@ -222,6 +303,10 @@ class WidthGrowth:
             return all(same[a] == ratio for a in spec.normed_width_axes if a in same)
         if self.kind == "random":
             return self.src == self.new
+        if self.kind == "clone":
+            return True  # every width grows by the same integer factor
+        if self.kind == "tokens":
+            return False  # the score's sqrt(P) grows (see the module docstring)
         uniform = self.new.hidden % self.src.hidden == 0
         if "q" in spec.normed_width_axes:
             uniform &= self.new.heads % self.src.heads == 0
@@ -278,14 +363,22 @@ def build_plan(
 
     width = None
     if width_op is not None:
-        new = target_shape(spec, cfg, src, params)
-        if new == src:
+        assert width_op.width_fill is not None
+        if width_op.width_fill == "tokens":
+            maps = token_maps(spec, cfg, params)
+            new = src
+        elif width_op.width_fill == "clone":
+            new = clone_shape(src, depth_op, params)
+        else:
+            new = target_shape(spec, cfg, src, params)
+        if new == src and width_op.width_fill != "tokens":
             raise InvalidGrowth(
                 f"{width_op.name} needs a larger --hidden-size, --intermediate-size or --num-heads"
             )
-        assert width_op.width_fill is not None
-        maps = axis_maps(src, new, copy=width_op.width_fill == "direct")
-        width = WidthGrowth(width_op.width_fill, src, new, maps, tied)
+        if width_op.width_fill != "tokens":
+            maps = axis_maps(src, new, copy=width_op.width_fill in ("direct", "clone"))
+        snr = params.get("snr_db", width_op.defaults.get("snr_db", math.inf))
+        width = WidthGrowth(width_op.width_fill, src, new, maps, tied, float(snr))
     layer_map = _layer_map(depth_op, n, params)
     out_n = len(layer_map)
 
@@ -428,7 +521,10 @@ def _new_config(
     if isinstance(cfg.get("max_window_layers"), int):
         mwl = cfg["max_window_layers"]
         out["max_window_layers"] = sum(1 for ls in layer_map if ls.src < mwl)
-    if width is not None:
+    if width is not None and width.kind == "tokens":
+        for kind, key in k.param_tokens:
+            out[key] = width.maps[kind].new_size
+    elif width is not None:
         out[k.hidden] = width.new.hidden
         out[k.ffn] = width.new.ffn
         out[k.heads] = width.new.heads

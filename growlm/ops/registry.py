@@ -21,7 +21,7 @@ class Operator:
     params: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     layer_map: Callable[..., list[LayerSource]] | None = None
-    width_fill: str | None = None  # direct | zero | random
+    width_fill: str | None = None  # direct | zero | random | clone | tokens
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,6 +137,29 @@ OPERATORS: tuple[Operator, ...] = (
         ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
         ("g_random-width",),
         width_fill="random",
+    ),
+    # HyperCloning: one self-contained entry (planner.clone_shape + plan.PairNoise)
+    Operator(
+        "clone-width",
+        "width",
+        "HyperCloning: every width x N (units cloned, readers /N), +eta/-eta noise pairs",
+        "Samragh et al. 2024, Scaling Smart / HyperCloning (arXiv 2409.12903)",
+        "yes",
+        ("factor", "snr_db"),
+        ("hypercloning", "hyperclone"),
+        width_fill="clone",
+        defaults={"snr_db": 10.0},
+    ),
+    # TokenFormer: one self-contained entry (planner.token_maps)
+    Operator(
+        "param-tokens",
+        "width",
+        "TokenFormer: N new key/value parameter tokens in every Pattention (new keys zero)",
+        "Wang et al. 2024, TokenFormer (arXiv 2410.23168)",
+        "no (near: new tokens add nothing, the sqrt(P) score scale grows; see --check)",
+        ("new_tokens",),
+        ("tokenformer", "pattention-tokens"),
+        width_fill="tokens",
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
