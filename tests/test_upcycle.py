@@ -212,3 +212,41 @@ def test_moments_follow_the_weights_and_routers_start_at_zero():
         out["model.layers.0.self_attn.q_proj.weight"],
         moments["model.layers.0.self_attn.q_proj.weight"],
     )
+
+
+def test_trainer_growth_fuses_experts_for_weights_and_moments():
+    """In memory the experts are fused ([E, 2I, H], [E, H, I]); moments land where weights do."""
+    from transformers import AutoModelForCausalLM
+
+    from growlm.train.growth import grow_moments, grow_weights
+    from growlm.train.recipe import GrowConfig
+
+    model = make_model("llama")
+    weights = dict(model.state_dict())
+    step = GrowConfig(op="upcycle", params={"experts": 3, "top_k": 2})
+    state = {
+        n: {"step": torch.tensor(5.0), "exp_avg": torch.randn_like(w), "exp_avg_sq": w.pow(2)}
+        for n, w in weights.items()
+    }
+    conf, new, _ = grow_weights(model.config, weights, step)
+    carried = grow_moments(model.config, state, step, weights)
+    moe = AutoModelForCausalLM.from_config(conf)
+    shapes = {n: p.shape for n, p in moe.named_parameters()}
+    assert {n: w.shape for n, w in new.items() if n in shapes} == shapes
+    assert set(carried) == set(shapes)
+    moe.load_state_dict(new, strict=True)
+    ids = IDS[:, :8]
+    with torch.no_grad():
+        diff = (moe(input_ids=ids).logits - model(input_ids=ids).logits).abs().max().item()
+    assert diff < FP32_TOL
+    lp = "model.layers.2."
+    gate_up = carried[lp + "mlp.experts.gate_up_proj"]["exp_avg"]  # [3, 96, 32]
+    for e in range(3):
+        assert torch.equal(gate_up[e, :48], state[lp + "mlp.gate_proj.weight"]["exp_avg"])
+        assert torch.equal(gate_up[e, 48:], state[lp + "mlp.up_proj.weight"]["exp_avg"])
+    down_sq = carried[lp + "mlp.experts.down_proj"]["exp_avg_sq"]
+    assert torch.equal(down_sq[1], state[lp + "mlp.down_proj.weight"]["exp_avg_sq"])
+    router = carried[lp + "mlp.gate.weight"]
+    assert not router["exp_avg"].any() and not router["exp_avg_sq"].any()
+    assert float(router["step"]) == 0.0  # no history: bias correction restarts
+    assert float(carried[lp + "mlp.experts.down_proj"]["step"]) == 5.0

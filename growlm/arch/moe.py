@@ -48,6 +48,11 @@ class MoeSpec:
     set_config: dict[str, Any] = field(default_factory=dict)
     drop_config: tuple[str, ...] = ()
     """Source config keys the target does not have."""
+    module_router: str = "mlp.gate.weight"
+    module_gate_up: str = "mlp.experts.gate_up_proj"
+    """transformers' in-memory layout: every expert's [gate; up] fused, [E, 2I, H]."""
+    module_down: str = "mlp.experts.down_proj"
+    """[E, H, I]"""
     notes: str = ""
 
     @property
@@ -144,6 +149,13 @@ def moe_target(dense: str) -> MoeSpec | None:
     """The MoE family the dense family ``dense`` upcycles into, None when there is none."""
     for spec in MOE_FAMILIES:
         if dense in spec.sources:
+            return spec
+    return None
+
+
+def moe_spec_for_type(model_type: str | None) -> MoeSpec | None:
+    for spec in MOE_FAMILIES:
+        if spec.model_type == model_type:
             return spec
     return None
 
