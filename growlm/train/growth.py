@@ -148,11 +148,12 @@ def set_trainable(model: nn.Module, train_from: int | None) -> bool:
     """Freeze everything but layers >= ``train_from``, the final norm and the head (a tied head
     keeps its embedding trainable: they are one tensor) for MSLT, or
     unfreeze everything (``None``). True if any ``requires_grad`` changed."""
-    spec = spec_for(str(model.config.model_type))  # type: ignore[union-attr]
-    keep = {ts.name for ts in (*spec.final_norm, spec.head)}
-    head = model.get_output_embeddings()  # type: ignore[operator]
-    head_weight = getattr(head, "weight", None)  # tied: the embedding, under its own name
-    prefix = re.compile(re.escape(spec.layer_prefix).replace(r"\{i\}", r"(\d+)"))
+    if train_from is not None:  # an MoE (no dense spec) never freezes: MSLT is for depth
+        spec = spec_for(str(model.config.model_type))  # type: ignore[union-attr]
+        keep = {ts.name for ts in (*spec.final_norm, spec.head)}
+        head = model.get_output_embeddings()  # type: ignore[operator]
+        head_weight = getattr(head, "weight", None)  # tied: the embedding, under its own name
+        prefix = re.compile(re.escape(spec.layer_prefix).replace(r"\{i\}", r"(\d+)"))
     changed = False
     for name, param in model.named_parameters():
         want = True

@@ -129,3 +129,21 @@ def active_params(model: nn.Module, config: Any) -> int:
         if name.endswith((spec.module_gate_up, spec.module_down))
     )
     return total - routed + routed * k // n_exp
+
+
+def router_tap(model: nn.Module, config: Any) -> RouterTap | None:
+    """Hooks on an MoE model's routers, None for a dense model."""
+    spec = moe_spec(config)
+    if spec is None:
+        return None
+    return RouterTap(model, spec, int(getattr(config, spec.top_k_key)))
+
+
+def moe_coefs(config: Any, optim: Any) -> tuple[float, float]:
+    """(load-balancing, z-loss) coefficients: the recipe's, else the model config's."""
+    spec = moe_spec(config)
+    assert spec is not None
+    aux = optim.moe_aux_loss_coef
+    if aux is None:
+        aux = float(getattr(config, spec.aux_coef_key, 0.0) or 0.0)
+    return float(aux), float(optim.moe_z_loss_coef)
