@@ -48,6 +48,8 @@ class MoeSpec:
     set_config: dict[str, Any] = field(default_factory=dict)
     drop_config: tuple[str, ...] = ()
     """Source config keys the target does not have."""
+    attention_bias: bool = True
+    """The target's attention can carry q/k/v/o biases (Mixtral's cannot)."""
     module_router: str = "mlp.gate.weight"
     module_gate_up: str = "mlp.experts.gate_up_proj"
     """transformers' in-memory layout: every expert's [gate; up] fused, [E, 2I, H]."""
@@ -84,6 +86,7 @@ MIXTRAL = MoeSpec(
     top_k_key="num_experts_per_tok",
     expert_ffn_key="intermediate_size",
     drop_config=("attention_bias", "mlp_bias", "pretraining_tp"),
+    attention_bias=False,
     notes="router softmax, top-k, renormalised (weights sum to 1)",
 )
 

@@ -216,7 +216,7 @@ def build_plan(
     naming = Naming.detect(spec, set(shapes))
     _validate_tensors(spec, naming, shapes, n, tied)
     extra = [ts.name for ts in spec.layer_tensors if naming.find(ts, 0) and ts.role == "bias"]
-    extra = [nm for nm in extra if nm.startswith("mlp.") or moe.model_type == "mixtral"]
+    extra = [nm for nm in extra if nm.startswith("mlp.") or not moe.attention_bias]
     if extra:
         raise InvalidGrowth(
             f"the source has {extra[0]!r} but {moe.name} has no such bias: upcycle needs a "
@@ -233,6 +233,9 @@ def build_plan(
     seg = ffn // st.granularity
     alpha = 0.5 if moe.has_shared else 1.0
     down_mult = alpha * st.granularity
+    why = " x ".join(
+        w for w, on in (("0.5 shared", moe.has_shared), ("G", st.granularity > 1)) if on
+    )
     hidden = src.hidden
     prefix = spec.layer_prefix
     tensors: list[TensorPlan] = []
@@ -274,8 +277,6 @@ def build_plan(
                 if st.granularity > 1:
                     steps.append(Segment(dim, g * seg, seg))
                 if role == "down" and down_mult != 1.0:
-                    why = "x G" if not moe.has_shared else "x 0.5 (shared expert)"
-                    why = why if st.granularity == 1 or not moe.has_shared else "x 0.5G"
                     steps.append(OutputScale(down_mult, why))
                 shape = (hidden, seg) if role == "down" else (seg, hidden)
                 tensors.append(TensorPlan(lp + tmpl.format(e=e), shape, lp + FFN[role], steps))
