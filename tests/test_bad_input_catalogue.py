@@ -189,6 +189,16 @@ def _(c):
     return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--granularity", "5")
 
 
+@case("grow: upcycle hidden router without text", InvalidGrowth, "needs --router-data FILE")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--router-init", "hidden")
+
+
+@case("grow: upcycle drop ratio above 1", InvalidGrowth, "--drop-ratio must be a number in [0, 1]")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--drop-ratio", "1.5")
+
+
 @case("grow: config.json not JSON", CorruptCheckpoint, "config.json is not valid JSON")
 def _(c):
     src = c.llama()
