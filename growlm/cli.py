@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--router-init",
         choices=("zero", "random", "hidden"),
-        help="upcycle: router weights zero (default), small random, or k-means of the FFN "
+        help="upcycle: router weights small random (default), zero, or k-means of the FFN "
         "inputs on --router-data",
     )
     g.add_argument("--router-data", help="upcycle --router-init hidden: text file to route")

@@ -169,7 +169,7 @@ def test_hidden_router_from_text(tmp_path):
 
 def test_dry_run_plan_and_ops_listing(tmp_path, capsys):
     src = save_model("qwen2", tmp_path / "src")
-    report = grow(src, None, "upcycle", experts=2, top_k=1, dry_run=True)
+    report = grow(src, None, "upcycle", experts=2, top_k=1, router_init="zero", dry_run=True)
     plan = "\n".join(report["plan"])
     assert (
         "model.layers.0.mlp.experts.1.down_proj.weight [32, 48] <- "

@@ -21,9 +21,11 @@ fine-grained upcycling is reported as not function preserving and ``--check`` me
 Drop-Upcycling (ratio r): in each expert a different random r of its FFN units (the same units in
 gate, up and down) are re-initialised from normal(mean, std) of the original matrix.
 
-Router init: ``zero`` (uniform softmax; ties broken by torch.topk, see above), ``random``
-(normal(0, initializer_range)), ``hidden`` (k-means centroids of each layer's FFN input on given
-text, unit length: experts start specialised to clusters of tokens, as mergekit's hidden mode).
+Router init: ``random`` (default: normal(0, initializer_range)); ``zero`` (uniform softmax; ties
+broken by torch.topk, see above; in training the experts then stay in identical groups: the
+tie-break sends every token to the same k experts, which get identical updates forever);
+``hidden`` (k-means centroids of each layer's FFN input on given text, unit length: experts start
+specialised to clusters of tokens, as mergekit's hidden mode).
 
 AdamW moments: every expert (and the shared expert) gets the dense FFN's moments as it gets its
 weights (segments sliced the same way; output scales leave moments alone: Adam's update is
@@ -85,7 +87,7 @@ def settings(params: dict[str, Any]) -> Settings:
     r = params.get("drop_ratio", 0.0)
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
         raise InvalidGrowth(f"--drop-ratio must be a number in [0, 1], got {r!r}")
-    init = params.get("router_init", "zero")
+    init = params.get("router_init", "random")
     if init not in ROUTER_INITS:
         raise InvalidGrowth(f"--router-init must be one of {', '.join(ROUTER_INITS)}, got {init!r}")
     return Settings(e, k, g, float(r), str(init))
