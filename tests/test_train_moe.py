@@ -57,14 +57,17 @@ def test_recipe_with_an_upcycle_stage(tmp_path, monkeypatch):
     for stage in raw["stages"]:
         stage["tokens"] = 3 * STEP
     raw["run"].update({"eval_every": 0, "checkpoint_every": 0})
+    raw["stages"][2]["grow"]["params"]["router_init"] = "zero"  # uniform P at the first step
     train(recipe_from_dict(copy.deepcopy(raw), [], base_dir=RECIPES), tmp_path / "run")
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "step" in r and r.get("loss") is not None]
     moe = [r for r in steps if r["stage"] == "moe"]
     stacked = [r for r in steps if r["stage"] == "stacked"]
     assert len(moe) == 3 and all("aux_loss" not in r for r in stacked)
-    # a small random router gives near-uniform probabilities P_i ~ 1/E: E * sum f_i P_i ~ 1
-    assert moe[0]["aux_loss"] == pytest.approx(1.0, abs=0.05)
+    # first step, zero router: P_i = 1/E exactly, so E * sum f_i P_i = sum f_i = 1, and the
+    # tie-break sends every token to the same k = 2 experts
+    assert moe[0]["aux_loss"] == pytest.approx(1.0, abs=1e-6)
+    assert all(sorted(layer) == [0.0, 0.0, 0.5, 0.5] for layer in moe[0]["expert_load"])
     for r in moe:
         assert r["z_loss"] > 0
         load = r["expert_load"]
