@@ -36,6 +36,12 @@ def _grow(args: argparse.Namespace) -> int:
         num_kv_heads=args.num_kv_heads,
         snr_db=args.snr_db,
         new_tokens=args.new_tokens,
+        experts=args.experts,
+        top_k=args.top_k,
+        router_init=args.router_init,
+        router_data=args.router_data,
+        drop_ratio=args.drop_ratio,
+        granularity=args.granularity,
         dtype=args.dtype,
         dry_run=args.dry_run,
         check=args.check,
@@ -138,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--op",
         required=True,
         help="operator, e.g. stack, interleave, layers, solar, zero-depth, "
-        "random-depth, direct-width, zero-width, random-width, learn-depth, learn-width; "
+        "random-depth, direct-width, zero-width, random-width, learn-depth, learn-width, "
+        "upcycle (dense -> MoE); "
         "depth+width combine with '+' (stack+direct-width, learn-depth+learn-width). "
         "`growlm ops` lists them",
     )
@@ -163,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--intermediate-size", type=_positive_int)
     g.add_argument("--num-heads", type=_positive_int)
     g.add_argument("--num-kv-heads", type=_positive_int)
+    g.add_argument("--experts", type=_positive_int, help="upcycle: experts (copies of the FFN)")
+    g.add_argument("--top-k", type=_positive_int, help="upcycle: experts per token")
+    g.add_argument(
+        "--router-init",
+        choices=("zero", "random", "hidden"),
+        help="upcycle: router weights small random (default), zero, or k-means of the FFN "
+        "inputs on --router-data",
+    )
+    g.add_argument("--router-data", help="upcycle --router-init hidden: text file to route")
+    g.add_argument(
+        "--drop-ratio",
+        type=float,
+        help="upcycle: Drop-Upcycling, re-initialise this fraction of each expert's FFN units",
+    )
+    g.add_argument(
+        "--granularity",
+        type=_positive_int,
+        help="upcycle: split the FFN into G fine-grained experts per copy (top-k x G)",
+    )
     g.add_argument(
         "--snr-db",
         type=float,

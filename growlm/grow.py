@@ -76,8 +76,13 @@ def _plan(
     op: str,
     params: dict[str, Any],
     seed: int,
+    routers: dict[int, torch.Tensor] | None = None,
 ) -> Plan:
     """The plan for a config and its tensor shapes (disk and in-memory growth alike)."""
+    if _is_upcycle(op):
+        from growlm.ops.upcycle import check_source
+
+        check_source(cfg)
     spec = spec_for(cfg.get("model_type"))
     keys = spec.keys
     # transformers (slow to import) completes the config only when it lacks something
@@ -85,11 +90,26 @@ def _plan(
         derived, tied = _derived_config(cfg)
     else:
         derived, tied = {}, bool(cfg.get("tie_word_embeddings", spec.tie_default))
-    return build_plan(spec, cfg, derived, shapes, op, params, tied, seed)
+    return build_plan(spec, cfg, derived, shapes, op, params, tied, seed, routers)
 
 
-def plan_checkpoint(src: SourceCheckpoint, op: str, params: dict[str, Any], seed: int = 0) -> Plan:
-    return _plan(src.config, {n: src.shape(n) for n in src.names}, op, params, seed)
+def _is_upcycle(op: str) -> bool:
+    from growlm.ops.registry import get_operator_entry
+
+    return any(
+        (entry := get_operator_entry(part)) is not None and entry.kind == "moe"
+        for part in op.split("+")
+    )
+
+
+def plan_checkpoint(
+    src: SourceCheckpoint,
+    op: str,
+    params: dict[str, Any],
+    seed: int = 0,
+    routers: dict[int, torch.Tensor] | None = None,
+) -> Plan:
+    return _plan(src.config, {n: src.shape(n) for n in src.names}, op, params, seed, routers)
 
 
 def plan_tensors(
@@ -137,6 +157,12 @@ def grow(
     num_kv_heads: int | None = None,
     snr_db: float | None = None,
     new_tokens: int | None = None,
+    experts: int | None = None,
+    top_k: int | None = None,
+    router_init: str | None = None,
+    router_data: str | Path | None = None,
+    drop_ratio: float | None = None,
+    granularity: int | None = None,
     dtype: str | None = None,
     dry_run: bool = False,
     check: bool = False,
@@ -155,7 +181,11 @@ def grow(
     Learned operators (learn-depth, learn-width) train their maps for ``steps`` steps on
     ``data`` (text file, folder of text files, or a ``growlm data prepare`` folder) in windows of
     ``seq_len`` tokens, ``batch_size`` windows a step; ``progress(step, loss)`` is called after
-    every map-training step."""
+    every map-training step.
+
+    ``upcycle`` (dense -> MoE) takes ``experts``, ``top_k``, ``router_init`` (zero, random,
+    hidden: k-means of FFN inputs on the text ``router_data``), ``drop_ratio`` and
+    ``granularity`` (see growlm.ops.upcycle)."""
     from growlm.ops import ligo
 
     t0 = time.perf_counter()
@@ -173,6 +203,11 @@ def grow(
         num_kv_heads=num_kv_heads,
         snr_db=snr_db,
         new_tokens=new_tokens,
+        experts=experts,
+        top_k=top_k,
+        router_init=router_init,
+        drop_ratio=drop_ratio,
+        granularity=granularity,
         steps=steps,
         lr=lr,
     )
@@ -193,7 +228,8 @@ def grow(
         for flag, value in (("data", data), ("seq-len", seq_len), ("batch-size", batch_size)):
             if value is not None:
                 raise InvalidGrowth(f"--{flag} applies to learn-depth / learn-width only")
-        plan = plan_checkpoint(source, op, params, seed)
+        routers = _routers(source, op, params, router_data, seed)
+        plan = plan_checkpoint(source, op, params, seed, routers)
     else:
         shapes = {n: source.shape(n) for n in source.names}
         settings, plan = ligo.skeleton_plan(source.config, shapes, op, params, seed)
@@ -240,6 +276,32 @@ def grow(
             plan.function_preserving and report["check_within_tolerance"]
         )
     return report
+
+
+def _routers(
+    source: SourceCheckpoint,
+    op: str,
+    params: dict[str, Any],
+    router_data: str | Path | None,
+    seed: int,
+) -> dict[int, torch.Tensor] | None:
+    """upcycle --router-init hidden: routers from the source's FFN inputs on given text."""
+    if params.get("router_init") != "hidden" or router_data is None:
+        if router_data is not None:
+            raise InvalidGrowth("--router-data applies to upcycle --router-init hidden only")
+        return None
+    from growlm.arch import spec_for
+    from growlm.check import load_fp32
+    from growlm.data.batches import path_batches
+    from growlm.ops import upcycle
+
+    plan_checkpoint(source, op, {**params, "router_init": "zero"}, seed)  # validate first
+    st = upcycle.settings(params)
+    model = load_fp32(source.path)
+    vocab = int(model.config.vocab_size)
+    batch = path_batches(router_data, source.path, vocab, 128, 8, seed)(0)[:, :-1]
+    spec = spec_for(source.config.get("model_type"))
+    return upcycle.hidden_routers(model, spec, batch, st.n_out, seed)
 
 
 def _out_items(source: SourceCheckpoint, plan: Plan, out_dtype: torch.dtype | None):

@@ -21,6 +21,7 @@ from growlm.ops.plan import Plan
 
 MAX_LAYERS = 4096  # deeper than any trained transformer by far; the plan is O(layers)
 MAX_WIDTH = 1 << 20  # hidden / intermediate size; width index maps are O(width)
+MAX_EXPERTS = 4096  # upcycle: the plan holds a tensor per expert and layer
 WIDTH_KEYS = {
     "hidden_size": "hidden",
     "intermediate_size": "ffn",
@@ -110,9 +111,14 @@ def check_bounds(
         old = source.config.get(config_key) if config_key else None
         if isinstance(old, int) and old > 0 and attr in ("hidden", "ffn"):
             ratio = max(ratio, value / old)
+    experts = params.get("experts")
+    if isinstance(experts, int) and experts > MAX_EXPERTS:
+        raise InvalidGrowth(f"--experts {experts}: growlm writes at most {MAX_EXPERTS} experts")
     if out is None:
         return
     scale = 1.0 if out_dtype is None else out_dtype.itemsize / _main_itemsize(source)
+    if isinstance(experts, int):
+        scale *= experts  # an upper bound: every tensor as if it were an FFN
     estimate = int(_weight_bytes(source) * depth / n * ratio * ratio * scale)
     require_free(
         out,

@@ -154,6 +154,54 @@ def _(c):
     return ["grow", str(c.llama()), "--op", "stack", "--factor", "2"]
 
 
+def upcycle(c: Ctx, src: Path, *args: str) -> list[str]:
+    return ["grow", str(src), str(c.path("out")), "--op", "upcycle", *args]
+
+
+@case("grow: upcycle with one expert", InvalidGrowth, "--experts 1: an MoE needs at least 2")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "1", "--top-k", "1")
+
+
+@case("grow: upcycle top-k 0", InvalidGrowth, "--top-k 0 must be between 1 and --experts 4")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "0")
+
+
+@case("grow: upcycle top-k above experts", InvalidGrowth, "--top-k 5 must be between 1 and")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "5")
+
+
+@case("grow: upcycle an MoE source", InvalidGrowth, "already a Mixture of Experts", "dense")
+def _(c):
+    src = c.llama()
+    c.edit_json(src / "config.json", model_type="mixtral", num_local_experts=4)
+    return upcycle(c, src, "--experts", "4", "--top-k", "2")
+
+
+@case("grow: upcycle a family without MoE", InvalidGrowth, "no MoE counterpart for phi3", "->")
+def _(c):
+    from tiny_models import save_model
+
+    return upcycle(c, save_model("phi3", c.path("phi3")), "--experts", "4", "--top-k", "2")
+
+
+@case("grow: upcycle granularity not dividing the FFN", InvalidGrowth, "--granularity 5 does not")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--granularity", "5")
+
+
+@case("grow: upcycle hidden router without text", InvalidGrowth, "needs --router-data FILE")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--router-init", "hidden")
+
+
+@case("grow: upcycle drop ratio above 1", InvalidGrowth, "--drop-ratio must be a number in [0, 1]")
+def _(c):
+    return upcycle(c, c.llama(), "--experts", "4", "--top-k", "2", "--drop-ratio", "1.5")
+
+
 @case("grow: config.json not JSON", CorruptCheckpoint, "config.json is not valid JSON")
 def _(c):
     src = c.llama()

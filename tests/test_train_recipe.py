@@ -28,7 +28,8 @@ def test_every_shipped_recipe_parses_and_its_growth_plans(path):
     for index, stage in enumerate(recipe.stages):
         if stage.grow is not None:
             grown = check_growth(config, stage.grow, f"stages.{index}.grow")
-            assert grown.num_hidden_layers > config.num_hidden_layers
+            deeper = grown.num_hidden_layers > config.num_hidden_layers
+            assert deeper or grown.model_type != config.model_type  # stacked or upcycled
             config = grown
 
 

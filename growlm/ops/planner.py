@@ -48,7 +48,7 @@ from growlm.ops.plan import (
     TensorPlan,
     Zero,
 )
-from growlm.ops.registry import Operator, parse_ops
+from growlm.ops.registry import Operator, get_operator, parse_ops
 
 
 @dataclass
@@ -347,8 +347,12 @@ def build_plan(
     params: dict[str, Any],
     tied: bool,
     seed: int = 0,
+    routers: dict[int, Any] | None = None,
 ) -> Plan:
-    """The whole growth of one checkpoint as a plan (no weights read)."""
+    """The whole growth of one checkpoint as a plan (no weights read; ``routers``: upcycle's
+    routers computed from hidden states, per layer)."""
+    if any(get_operator(part).kind == "moe" for part in op.split("+")):
+        return _moe_plan(spec, cfg, derived, shapes, op, params, tied, seed, routers)
     depth_op, width_op = parse_ops(op)
     for o in (depth_op, width_op):
         if o is not None and o.kind == "trains":
@@ -433,6 +437,27 @@ def build_plan(
         norm_offset=spec.norm_offset,
         seed=seed,
     )
+
+
+def _moe_plan(
+    spec: ArchSpec,
+    cfg: dict[str, Any],
+    derived: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    op: str,
+    params: dict[str, Any],
+    tied: bool,
+    seed: int,
+    routers: dict[int, Any] | None,
+) -> Plan:
+    from growlm.ops import upcycle
+
+    if "+" in op:
+        raise InvalidGrowth(
+            f"--op {op!r}: upcycle combines with no other operator; grow first, then upcycle"
+        )
+    _check_params(None, get_operator(op), params)
+    return upcycle.build_plan(spec, cfg, derived, shapes, params, tied, seed, routers)
 
 
 def _check_params(depth_op: Operator | None, width_op: Operator | None, p: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from growlm.arch.moe import targets_line as moe_targets_line
 from growlm.errors import InvalidGrowth, UnknownOperator
 from growlm.ops import depth
 from growlm.ops.depth import LayerSource
@@ -14,7 +15,7 @@ from growlm.ops.depth import LayerSource
 @dataclass(frozen=True)
 class Operator:
     name: str
-    kind: str  # depth | width | trains
+    kind: str  # depth | width | trains | moe
     description: str
     paper: str
     preserving: str  # "yes", "no", or a condition
@@ -181,6 +182,20 @@ OPERATORS: tuple[Operator, ...] = (
         ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "steps", "lr"),
         ("ligo-width", "g_learn-width"),
         width_fill="random",
+    ),
+)
+
+
+# dense -> MoE (growlm.ops.upcycle plans it; targets are data in growlm.arch.moe)
+OPERATORS += (
+    Operator(
+        "upcycle",
+        "moe",
+        f"sparse upcycling: every expert copies the dense FFN ({moe_targets_line()})",
+        "Komatsuzaki et al. 2022, sparse upcycling; Nakamura et al. 2025, Drop-Upcycling",
+        "yes (--drop-ratio 0, --granularity 1)",
+        ("experts", "top_k", "router_init", "drop_ratio", "granularity"),
+        ("sparse-upcycling", "moe", "drop-upcycling"),
     ),
 )
 

@@ -18,6 +18,7 @@ from growlm.grow import grow_tensors
 from growlm.ops.ligo import is_learned, learn_grow
 from growlm.train.masks import fade_plan
 from growlm.train.model import build_model, param_count
+from growlm.train.moe import module_layout
 from growlm.train.recipe import GrowConfig
 
 MOMENT_KEYS: tuple[Literal["exp_avg", "exp_avg_sq"], ...] = ("exp_avg", "exp_avg_sq")
@@ -49,7 +50,7 @@ def grow_weights(
             config, weights, grow.op, dict(grow.params), fill="weights", seed=seed
         )
     new_config.use_cache = False
-    return new_config, new_weights, report
+    return new_config, module_layout(new_config, new_weights), report
 
 
 def grow_moments(
@@ -75,7 +76,8 @@ def grow_moments(
             name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)  # frozen
             for name, w in weights.items()
         }
-        _, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
+        new_config, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
+        new_moments = module_layout(new_config, new_moments)  # an MoE's experts fused
         for name, tensor in new_moments.items():
             grown.setdefault(name, {"step": step.clone()})[key] = tensor
     # a tensor with no carried history (a new block, or grown only from parameters frozen
@@ -146,11 +148,12 @@ def set_trainable(model: nn.Module, train_from: int | None) -> bool:
     """Freeze everything but layers >= ``train_from``, the final norm and the head (a tied head
     keeps its embedding trainable: they are one tensor) for MSLT, or
     unfreeze everything (``None``). True if any ``requires_grad`` changed."""
-    spec = spec_for(str(model.config.model_type))  # type: ignore[union-attr]
-    keep = {ts.name for ts in (*spec.final_norm, spec.head)}
-    head = model.get_output_embeddings()  # type: ignore[operator]
-    head_weight = getattr(head, "weight", None)  # tied: the embedding, under its own name
-    prefix = re.compile(re.escape(spec.layer_prefix).replace(r"\{i\}", r"(\d+)"))
+    if train_from is not None:  # an MoE (no dense spec) never freezes: MSLT is for depth
+        spec = spec_for(str(model.config.model_type))  # type: ignore[union-attr]
+        keep = {ts.name for ts in (*spec.final_norm, spec.head)}
+        head = model.get_output_embeddings()  # type: ignore[operator]
+        head_weight = getattr(head, "weight", None)  # tied: the embedding, under its own name
+        prefix = re.compile(re.escape(spec.layer_prefix).replace(r"\{i\}", r"(\d+)"))
     changed = False
     for name, param in model.named_parameters():
         want = True

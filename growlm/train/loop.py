@@ -55,6 +55,7 @@ from growlm.train.model import (
     model_flops_per_token,
     param_count,
 )
+from growlm.train.moe import RouterTap, active_params, module_layout, moe_coefs, router_tap
 from growlm.train.optim import lr_at, make_optimizer, set_lr
 from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
 from growlm.train.sharded import (
@@ -133,6 +134,8 @@ class Trainer:
             self._loss = torch.compile(token_loss)
         self._session_start = time.perf_counter()
         self._elapsed_before = 0.0
+        self._moe: tuple[RouterTap, tuple[float, float]] | None = None
+        self._moe_stats: dict[str, Any] = {}
 
     # ---- planning -----------------------------------------------------------------------
     def _global_batch(self, optim: OptimConfig) -> int:
@@ -366,7 +369,8 @@ class Trainer:
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
         model = self._build_model(config)
         if self.recipe.model.init is not None:
-            self._load_weights(model, load_init_weights(Path(self.recipe.model.init)))
+            weights = load_init_weights(Path(self.recipe.model.init))
+            self._load_weights(model, module_layout(config, weights))  # MoE: experts fused
         return model
 
     def _restored_sharded(
@@ -445,7 +449,9 @@ class Trainer:
         total = self.steps[index]
         base = distributed.unwrap(model)
         n_params = param_count(base)
-        flops_tok = model_flops_per_token(n_params)
+        flops_tok = model_flops_per_token(active_params(base, config))  # MoE: top-k experts
+        tap = router_tap(base, config)
+        self._moe = None if tap is None else (tap, moe_coefs(config, cfg))
         if progress.train_from is not None:
             # MSLT: no weight gradients for frozen parameters (2 N_trainable), and activation
             # gradients stop at the lowest trainable layer (2 N_trainable) unless a tied head
@@ -496,6 +502,8 @@ class Trainer:
             }
             if mask is not None:
                 record["mask"] = mask  # MSG: the weight of the new structure at this step
+            if self._moe is not None:
+                record.update(self._moe_stats)  # aux_loss, z_loss, expert_load per layer
             if not finite:
                 record["event"] = "skipped_nonfinite"
             elif (
@@ -520,6 +528,9 @@ class Trainer:
             logger.log(record)
             if not stage_end and run.checkpoint_every and progress.step % run.checkpoint_every == 0:
                 self._save_checkpoint(model, optimizer, config, progress)
+        if tap is not None:
+            tap.remove()
+        self._moe = None
         return record
 
     def _autocast(self) -> Any:
@@ -547,7 +558,8 @@ class Trainer:
                 with self._autocast():
                     logits = model(input_ids=inputs).logits  # [micro, T, V]
                 loss = self._loss(logits, targets)
-                (loss / accum).backward()
+                objective = loss if self._moe is None else loss + self._router_losses(j, accum)
+                (objective / accum).backward()
             total += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -558,6 +570,21 @@ class Trainer:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value
+
+    def _router_losses(self, micro: int, accum: int) -> torch.Tensor:
+        """MoE: coef * load-balancing + z_coef * z-loss of this micro-batch's routers; the
+        statistics of the step's micro-batches are averaged for the metrics."""
+        assert self._moe is not None
+        tap, (aux_coef, z_coef) = self._moe
+        aux, z = tap.losses()
+        if micro == 0:
+            self._moe_stats = {"aux_loss": 0.0, "z_loss": 0.0}
+        self._moe_stats["aux_loss"] += float(aux.detach()) / accum
+        self._moe_stats["z_loss"] += float(z.detach()) / accum
+        if micro == accum - 1:
+            self._moe_stats["expert_load"] = tap.load()
+        tap.clear()
+        return aux_coef * aux + z_coef * z
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, micro: int) -> float:

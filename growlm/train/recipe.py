@@ -103,6 +103,16 @@ class OptimConfig:
     )
     micro_batch_size: int = field(default=8, metadata=doc("sequences per forward pass and process"))
     grad_accum: int = field(default=1, metadata=doc("micro-batches accumulated per optimizer step"))
+    moe_aux_loss_coef: float | None = field(
+        default=None,
+        metadata=doc(
+            "MoE models: load-balancing loss coefficient (None: the model config's "
+            "router_aux_loss_coef)"
+        ),
+    )
+    moe_z_loss_coef: float = field(
+        default=0.0, metadata=doc("MoE models: router z-loss coefficient")
+    )
 
 
 @dataclass

@@ -1,0 +1,85 @@
+"""MoE training in ``growlm train``: the router statistics and losses by hand, and an upcycle
+stage of a recipe end to end (aux loss, z-loss and expert load in the metrics, FLOPs on active
+parameters)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_models import make_model
+
+from growlm.grow import grow_tensors
+from growlm.train.loop import train
+from growlm.train.moe import RouterTap, active_params, moe_spec
+from growlm.train.recipe import recipe_from_dict
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+STEP = 8 * 64
+
+
+def test_router_losses_and_load_by_hand():
+    model = make_model("llama")
+    conf, _, _ = grow_tensors(model.config, dict(model.state_dict()), "upcycle",
+                              {"experts": 2, "top_k": 1})  # fmt: skip
+    spec = moe_spec(conf)
+    assert spec is not None
+    tap = RouterTap(torch.nn.Module(), spec, top_k=1)
+    # 4 tokens, 2 experts: three go to expert 0 (p = 0.75, 0.5+, 0.5+), one to expert 1
+    logits = torch.tensor([[1.0986, 0.0], [0.1, 0.0], [0.1, 0.0], [0.0, 1.0986]])
+    tap.logits = [logits]
+    aux, z = tap.losses()
+    probs = logits.softmax(-1)
+    frac = torch.tensor([0.75, 0.25])
+    assert torch.allclose(aux, 2 * (frac * probs.mean(0)).sum())
+    assert torch.allclose(z, torch.logsumexp(logits, -1).pow(2).mean())
+    assert tap.load() == [[0.75, 0.25]]
+
+
+def test_active_params_count_top_k_experts():
+    from transformers import AutoModelForCausalLM
+
+    model = make_model("llama")
+    conf, _, _ = grow_tensors(model.config, dict(model.state_dict()), "upcycle",
+                              {"experts": 4, "top_k": 1})  # fmt: skip
+    moe = AutoModelForCausalLM.from_config(conf)
+    # one of four experts active: the dense model plus the routers (3 layers x 4 x 32)
+    assert active_params(moe, conf) == sum(p.numel() for p in model.parameters()) + 3 * 4 * 32
+
+
+def test_recipe_with_an_upcycle_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
+    raw = yaml.safe_load((RECIPES / "stack-upcycle.yaml").read_text())
+    for stage in raw["stages"]:
+        stage["tokens"] = 3 * STEP
+    raw["run"].update({"eval_every": 0, "checkpoint_every": 0})
+    raw["stages"][2]["grow"]["params"]["router_init"] = "zero"  # uniform P at the first step
+    train(recipe_from_dict(copy.deepcopy(raw), [], base_dir=RECIPES), tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "step" in r and r.get("loss") is not None]
+    moe = [r for r in steps if r["stage"] == "moe"]
+    stacked = [r for r in steps if r["stage"] == "stacked"]
+    assert len(moe) == 3 and all("aux_loss" not in r for r in stacked)
+    # first step, zero router: P_i = 1/E exactly, so E * sum f_i P_i = sum f_i = 1, and the
+    # tie-break sends every token to the same k = 2 experts
+    assert moe[0]["aux_loss"] == pytest.approx(1.0, abs=1e-6)
+    assert all(sorted(layer) == [0.0, 0.0, 0.5, 0.5] for layer in moe[0]["expert_load"])
+    for r in moe:
+        assert r["z_loss"] > 0
+        load = r["expert_load"]
+        assert len(load) == 4 and all(len(layer) == 4 for layer in load)  # 4 layers, 4 experts
+        assert all(sum(layer) == pytest.approx(1.0, abs=1e-3) for layer in load)
+    # FLOPs per token on active parameters: dense 4-layer model + one extra FFN per layer
+    # (top-2 of 4 experts, each the dense FFN) + routers
+    per_tok_dense = (stacked[1]["flops"] - stacked[0]["flops"]) / STEP
+    per_tok_moe = (moe[1]["flops"] - moe[0]["flops"]) / STEP
+    ffn, router = 3 * 64 * 176, 4 * 64
+    assert per_tok_moe - per_tok_dense == pytest.approx(6 * 4 * (ffn + router))
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "run" / "moe"))
+    assert exported.config.model_type == "mixtral"
