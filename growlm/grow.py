@@ -220,7 +220,7 @@ def grow(
         if out is None:
             raise InvalidGrowth("give an output folder OUT (or --dry-run)")
         out_path = check_output(out, force=force, records=(RECORD,), sources=[source.path])
-    check_source(source)
+    check_source(source, op)
     check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None)
     learned = ligo.parse_learn_op(op)
     learn_data: _LearnData | None = None

@@ -30,9 +30,14 @@ WIDTH_KEYS = {
 }
 
 
-def check_source(source: SourceCheckpoint) -> None:
+def check_source(source: SourceCheckpoint, op: str = "") -> None:
     """config.json agrees with the weights' shapes; the tokenizer's ids fit the vocabulary."""
     from growlm.ops.planner import source_shape
+
+    if "upcycle" in op.split("+"):
+        from growlm.ops import upcycle
+
+        upcycle.check_source(source.config)  # an MoE source has no dense spec to check against
 
     source_shape(spec_for(source.config.get("model_type")), source.config)  # sizes are numbers
     shapes = {n: source.shape(n) for n in source.names if not n.endswith(BUFFERS)}
