@@ -1,0 +1,54 @@
+"""The CLI starts without torch/transformers (``--help`` answers at once); dtype spellings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+HEAVY = ("torch", "transformers", "tokenizers", "numpy", "datasets")
+PROBE = """
+import json, sys
+import growlm.cli
+try:
+    growlm.cli.main({argv})
+except SystemExit:
+    pass
+print(json.dumps([m for m in {heavy} if m in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["grow", "--help"], ["data", "prepare", "--help"], ["eval", "--help"]]
+)
+def test_help_imports_no_heavy_library(argv):
+    code = PROBE.format(argv=argv, heavy=HEAVY)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_import_growlm_data_does_not_import_torch():
+    code = "import sys, growlm, growlm.data; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "stored"), [("bf16", "BF16"), ("bfloat16", "BF16"), ("fp16", "F16")]
+)
+def test_grow_dtype_accepts_both_spellings(spelling, stored, tiny_dir, tmp_path):
+    from growlm.grow import grow
+
+    out = tmp_path / spelling
+    grow(tiny_dir("llama"), out, "stack", factor=2, dtype=spelling)
+    raw = (out / "model.safetensors").read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {stored}
