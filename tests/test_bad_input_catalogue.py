@@ -845,7 +845,7 @@ def _(c):
     return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--stride", "500")
 
 
-@case("eval: window of one token", EvalError, "window of 1 tokens is too short")
+@case("eval: window of one token", EvalError, "--max-length must be at least 2 tokens, got 1")
 def _(c):
     return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--max-length", "1")
 
