@@ -151,3 +151,13 @@ def test_hub_source_fails_fast_offline_or_unreachable(tmp_path, monkeypatch):
     with pytest.raises(InvalidData, match=r"cannot reach http://127.0.0.1:9 \(Connection refused"):
         prepare(opts, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_reader_reads_no_further_than_it_needs(tmp_path):
+    """A 4 MB file read 1000 characters at a time: the first piece comes after a few kB read."""
+    file = tmp_path / "big.txt"
+    file.write_text(MACBETH * 40)
+    pieces = read_text_pieces(file, 1000)
+    first = next(pieces)
+    assert len(first.text) <= 2000 and 0 < first.source_bytes <= 64 * 1024
+    assert file.stat().st_size > 4_000_000
