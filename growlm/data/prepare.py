@@ -169,7 +169,7 @@ def prepare(
 ) -> Path:
     """Prepare into ``out_dir`` (which must not exist unless ``force``). ``progress`` shows
     byte progress bars on stderr (when it is a terminal); ``chunk_chars`` bounds the text held
-    at once (growlm/data/chunks.py), which does not change the tokens for cuts at line breaks."""
+    at once (growlm/data/chunks.py) and, where text offers safe cuts, not the tokens."""
     options.validate()
     if out_dir.exists() and not force:
         raise InvalidData(f"output {str(out_dir)!r} exists; pass --force to replace it")
@@ -180,7 +180,8 @@ def prepare(
 
 @dataclass(frozen=True)
 class _Settings:
-    """How to prepare (not what): never changes the output, so not part of the cache key."""
+    """How to prepare, not what: kept out of the cache key, since the output is the same for any
+    piece size except where text offers no safe cut (one enormous line; growlm/data/chunks.py)."""
 
     progress: bool = False
     chunk_chars: int = CHUNK_CHARS
