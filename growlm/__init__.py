@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -20,3 +22,16 @@ def __getattr__(name: str) -> Any:
 
         return grow
     raise AttributeError(f"module 'growlm' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps ``growlm.grow`` the function: importing the submodule ``growlm.grow`` would
+    otherwise bind the package attribute to the module (it stays in ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "grow" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

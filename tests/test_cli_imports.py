@@ -53,3 +53,14 @@ def test_grow_dtype_accepts_both_spellings(spelling, stored, tiny_dir, tmp_path)
     raw = (out / "model.safetensors").read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {stored}
+
+
+def test_growlm_grow_stays_the_function_after_its_module_is_imported():
+    import growlm
+    from growlm.grow import parse_size  # imports the submodule growlm.grow
+
+    assert parse_size("1KB") == 1024
+    assert callable(growlm.grow) and growlm.grow.__module__ == "growlm.grow"
+    from growlm import grow
+
+    assert grow is growlm.grow
