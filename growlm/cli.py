@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from growlm.dtypes import SPELLINGS
 from growlm.errors import GrowlmError, Terminated
 
 
@@ -201,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        help="output dtype (default: as the source)",
+        choices=tuple(SPELLINGS),
+        help="output dtype (default: as the source); bf16 = bfloat16, fp32 = float32, "
+        "fp16 = float16",
     )
     g.add_argument(
         "--steps",
@@ -215,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn-*: training text (file or folder of .txt, tokenized with SRC's tokenizer) "
         "or a `growlm data prepare` folder",
     )
-    g.add_argument("--seq-len", type=_positive_int, help="learn-*: tokens per window (128)")
+    g.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        help="learn-*: tokens per window (default: 128, or the model's positions if fewer)",
+    )
     g.add_argument("--batch-size", type=_positive_int, help="learn-*: windows per step (8)")
     g.add_argument("--dry-run", action="store_true", help="print the plan, touch no weights")
     g.add_argument(

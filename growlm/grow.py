@@ -18,6 +18,7 @@ import torch
 
 from growlm import __version__
 from growlm.arch import BUFFERS, spec_for
+from growlm.dtypes import SPELLINGS, long_name
 from growlm.errors import (
     DiskFull,
     GrowlmError,
@@ -40,8 +41,15 @@ RECORD = "growth.json"  # the growth record: also what lets --force replace a gr
 
 
 def parse_size(text: str | int) -> int:
-    if isinstance(text, int):
-        return text
+    """``2GB``, ``500MB``, ``4KB`` or a byte count; a size below one byte is refused (0 would
+    put every tensor in its own shard)."""
+    size = text if isinstance(text, int) else _size_bytes(text)
+    if size < 1:
+        raise InvalidGrowth(f"--shard-size must be positive (e.g. 2GB or 500MB), got {text!r}")
+    return size
+
+
+def _size_bytes(text: str) -> int:
     t = text.strip().upper()
     for suffix, mult in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)):
         if t.endswith(suffix):
@@ -211,8 +219,10 @@ def grow(
         steps=steps,
         lr=lr,
     )
-    if dtype is not None and dtype not in DTYPE_NAMES:
-        raise InvalidGrowth(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    if dtype is not None:
+        if long_name(dtype) not in DTYPE_NAMES:
+            raise InvalidGrowth(f"--dtype must be one of {', '.join(SPELLINGS)}, got {dtype!r}")
+        dtype = long_name(dtype)
     max_shard = parse_size(shard_size)
     source = SourceCheckpoint(src)
     out_path: Path | None = None
@@ -367,9 +377,11 @@ def _learn_data(
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise InvalidGrowth(f"--{flag} must be an integer >= 1, got {value!r}")
-    seq = seq_len or LEARN_SEQ_LEN
-    positions = source.config.get("max_position_embeddings", source.config.get("n_positions"))
-    if isinstance(positions, int) and seq > positions:
+    value = source.config.get("max_position_embeddings", source.config.get("n_positions"))
+    positions = value if isinstance(value, int) and not isinstance(value, bool) else None
+    # the default fits a short-context model: min(128, its positions)
+    seq = seq_len or min(LEARN_SEQ_LEN, positions or LEARN_SEQ_LEN)
+    if positions is not None and seq > positions:
         raise InvalidGrowth(f"--seq-len {seq} exceeds the model's {positions} positions")
     name = settings.op.name
     if settings.steps > 0 and data is None:

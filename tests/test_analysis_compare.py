@@ -120,6 +120,22 @@ def test_run_that_never_reaches_reference_loss(tmp_path):
     assert "never reached" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_plots_of_a_run_without_speedups_warn_nothing(tmp_path):
+    """No speedup line to label (the demo at small --scale): no empty-legend warning."""
+    import warnings
+
+    flops = np.geomspace(1e12, 1e15, 20)
+    ref = write_run(tmp_path / "ref", flops, curve(flops))
+    above = write_run(tmp_path / "above", flops, curve(flops) + 3.0)  # no loss level in common
+    from growlm.analysis.compare import compare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = compare([ref, above], tmp_path / "out", plots=True, bootstrap=20)
+    assert "speedup_vs_loss.png" in summary["plots"]
+    assert all(r["speedup"]["flops"] is None for r in summary["runs"]["above"]["levels"])
+
+
 @pytest.mark.parametrize("case", ["missing", "no_val", "one_run"])
 def test_user_errors_one_line(case, tmp_path, capsys):
     flops = np.geomspace(1e12, 1e14, 5)

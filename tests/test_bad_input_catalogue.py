@@ -149,6 +149,11 @@ def _(c):
     return grow(c, c.llama(), "--shard-size", "2XB")
 
 
+@case("grow: shard size zero", InvalidGrowth, "--shard-size must be positive", "got '0'")
+def _(c):
+    return grow(c, c.llama(), "--shard-size", "0")
+
+
 @case("grow: no OUT", InvalidGrowth, "give an output folder OUT (or --dry-run)")
 def _(c):
     return ["grow", str(c.llama()), "--op", "stack", "--factor", "2"]
@@ -412,6 +417,17 @@ def _(c):
     return ["train", str(c.path("nope.yaml")), "--out", str(c.path("run"))]
 
 
+@case("train: recipe is a folder", InvalidRecipe, "is a folder, not a YAML file")
+def _(c):
+    c.path("recipes").mkdir()
+    return ["train", str(c.path("recipes")), "--out", str(c.path("run"))]
+
+
+@case("train: negative learning rate", InvalidRecipe, "error: optim.lr must be > 0, got -1.0")
+def _(c):
+    return train(c, "optim.lr=-1")
+
+
 @case("train: recipe not YAML", InvalidRecipe, "is not valid YAML: ", "at line 2, column 5")
 def _(c):
     return ["train", c.write("bad.yaml", "a: [1,\n b: }"), "--out", str(c.path("run"))]
@@ -542,7 +558,7 @@ def _(c):
     return train(c, "optim.betas=[0.9]")
 
 
-@case("train: zero micro batch", InvalidRecipe, "stages.0.optim.micro_batch_size must be >= 1")
+@case("train: zero micro batch", InvalidRecipe, "error: optim.micro_batch_size must be >= 1")
 def _(c):
     return train(c, "optim.micro_batch_size=0")
 
@@ -684,6 +700,11 @@ def _(c):
 @case("prepare: zero block tokens", InvalidData, "block_tokens and shard_tokens must be positive")
 def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--block-tokens", "0"))
+
+
+@case("prepare: hub dataset offline", InvalidData, "'hf:org/corpus' streams", "HF_HUB_OFFLINE")
+def _(c):
+    return prepare(c, "hf:org/corpus")  # the tests run with HF_HUB_OFFLINE=1
 
 
 @case("prepare: OUT exists", OutputExists, "already exists", "pass --force to replace it")
@@ -893,6 +914,16 @@ def _(c):
     return evaluate(c, c.model_src)
 
 
+@case("eval: stride zero", EvalError, "--stride must be at least 1 token, got 0")
+def _(c):
+    return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--stride", "0")
+
+
+@case("eval: max length zero", EvalError, "--max-length must be at least 2 tokens, got 0")
+def _(c):
+    return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--max-length", "0")
+
+
 @case("eval: model folder missing", EvalError, "model folder", "does not exist")
 def _(c):
     return evaluate(c, c.path("nope"), "--data", c.write("t.txt", TEXT))
@@ -1005,7 +1036,7 @@ def _(c):
     return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--stride", "500")
 
 
-@case("eval: window of one token", EvalError, "window of 1 tokens is too short")
+@case("eval: window of one token", EvalError, "--max-length must be at least 2 tokens, got 1")
 def _(c):
     return evaluate(c, c.model_src, "--data", c.write("t.txt", TEXT), "--max-length", "1")
 

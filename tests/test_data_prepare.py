@@ -160,6 +160,8 @@ def test_hub_source_streams_the_named_split_and_field(tmp_path, monkeypatch):
     True) and its text field is read like a .jsonl's (the hub itself is not reachable here)."""
     import datasets
 
+    from growlm.data import sources
+
     calls = []
     rows = [{"content": f"Hub row {i}: all the world's a stage. " * 4} for i in range(30)]
 
@@ -168,6 +170,7 @@ def test_hub_source_streams_the_named_split_and_field(tmp_path, monkeypatch):
         return iter(rows)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(sources, "check_hub_reachable", lambda source: None)  # a faked hub
     source = "hf:someorg/plays:verse@validation"
     out = prepare(_options(sources=[source], text_field="content", block_tokens=64), tmp_path / "o")
     assert calls and set(calls) == {("someorg/plays", "verse", "validation", True)}

@@ -434,3 +434,20 @@ def test_ops_lists_learned_operators(capsys):
     assert main(["ops"]) == 0
     out = capsys.readouterr().out
     assert "learn-depth" in out and "trains its map" in out
+
+
+@pytest.mark.parametrize(
+    ("positions", "expected"), [(32, 32), (128, 128), (4096, 128), (None, 128)]
+)
+def test_seq_len_default_fits_a_short_context_model(positions, expected, tmp_path):
+    """learn-* default window: min(128, the model's positions), not an error on short contexts."""
+    from types import SimpleNamespace
+
+    from growlm.grow import _learn_data
+
+    config = {} if positions is None else {"max_position_embeddings": positions}
+    source = SimpleNamespace(config=config)
+    settings = SimpleNamespace(op=SimpleNamespace(name="learn-depth"), steps=1)
+    data = tmp_path / "t.txt"
+    data.write_text("text")
+    assert _learn_data(source, settings, data, None, None).seq_len == expected  # type: ignore[arg-type]

@@ -326,6 +326,7 @@ def _add_eval(sub: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from growlm.eval.errors import EvalError
     from growlm.eval.perplexity import (
+        check_window_args,
         is_shards,
         load_model,
         perplexity,
@@ -335,6 +336,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.data and not args.tasks:
         raise EvalError("give --data (perplexity) and/or --tasks (lm-eval)")
+    check_window_args(args.max_length, args.stride)
     if not args.model.exists():
         raise EvalError(f"model folder {str(args.model)!r} does not exist")
     model, tokenizer = load_model(args.model, trust_remote_code=args.trust_remote_code)

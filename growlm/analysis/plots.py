@@ -25,6 +25,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _legend(ax: Any) -> None:
+    """A legend when something is labelled (a run that never reaches the reference loss has no
+    speedup line; matplotlib would warn about an empty legend)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_comparison(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> list[str]:
     """Write loss_vs_{flops,tokens,time}.png and speedup_vs_loss.png; return their names."""
     plt = _pyplot()
@@ -53,7 +60,7 @@ def plot_comparison(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> 
             ax.set_xscale("log")
         ax.set_xlabel(_LABELS[axis])
         ax.set_ylabel("validation loss (line: running min)")
-        ax.legend(fontsize=8)
+        _legend(ax)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         name = f"loss_vs_{axis}.png"
@@ -73,8 +80,7 @@ def plot_comparison(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> 
     ax.set_xlabel("validation loss (lower: later in training)")
     ax.set_ylabel(f"FLOPs speedup vs {runs[0].name}")
     ax.grid(alpha=0.3)
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(out_dir / "speedup_vs_loss.png", dpi=110)
     plt.close(fig)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from growlm.data.cache import cache_root
+from growlm.data.chunks import CHUNK_CHARS, Piece, split_text
 from growlm.data.corpus import DEFAULT_SOURCE, default_corpus_dir
+from growlm.data.progress import byte_bar
 from growlm.data.shards import (
     FORMAT,
     MANIFEST,
@@ -31,8 +33,9 @@ from growlm.data.sources import (
     HUB_PREFIX,
     SourceFile,
     fingerprint_files,
-    iter_file_documents,
+    iter_file_pieces,
     iter_hub_documents,
+    pieces_of,
     resolve_files,
     sha256_file,
 )
@@ -45,7 +48,9 @@ from growlm.data.tokenizer import (
 from growlm.errors import InvalidData
 from growlm.io.output import check_output, staged_output
 
-ENCODE_BATCH = 64
+ENCODE_BATCH = 64  # pieces per parallel encode
+ENCODE_BATCH_CHARS = 8 * CHUNK_CHARS  # text per parallel encode: bounds the encoder memory
+TRAIN_PIECE_CHARS = 1 << 16  # size of the items fed to the BPE trainer
 
 
 @dataclass
@@ -96,12 +101,20 @@ class _Corpus:
             else:
                 self.entries.append((source, resolve_files(source)))
 
-    def documents(self) -> Iterator[str]:
+    def pieces(self, chunk_chars: int) -> Iterator[Piece]:
+        """Every document, in order, as bounded pieces (growlm/data/chunks.py)."""
         for source, files in self.entries:
             if source.startswith(HUB_PREFIX):
-                yield from iter_hub_documents(source, self.text_field)
+                for doc in iter_hub_documents(source, self.text_field):
+                    yield from pieces_of(doc, len(doc), chunk_chars)
             for file in files:
-                yield from iter_file_documents(file, self.text_field)
+                yield from iter_file_pieces(file, self.text_field, chunk_chars)
+
+    def total_bytes(self) -> int | None:
+        """Bytes of all source files; None when a hub dataset's size is unknown."""
+        if any(source.startswith(HUB_PREFIX) for source, _ in self.entries):
+            return None
+        return sum(f.path.stat().st_size for _, files in self.entries for f in files)
 
     def fingerprint(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -135,7 +148,7 @@ def _stable(fingerprint: list[dict[str, Any]]) -> list[Any]:
     ]
 
 
-def prepare_cached(options: PrepareOptions) -> Path:
+def prepare_cached(options: PrepareOptions, progress: bool = False) -> Path:
     """The prepared folder for these options, preparing it into the cache on first use."""
     options.validate()
     corpus = _Corpus(options.sources, options.text_field)
@@ -143,16 +156,25 @@ def prepare_cached(options: PrepareOptions) -> Path:
     folder = cache_root() / "data" / cache_key(options, fingerprint)
     if (folder / MANIFEST).is_file():
         return folder
-    return _prepare(corpus, fingerprint, options, folder)
+    return _prepare(corpus, fingerprint, options, folder, _Settings(progress=progress), True)
 
 
-def prepare(options: PrepareOptions, out_dir: Path, force: bool = False) -> Path:
+def prepare(
+    options: PrepareOptions,
+    out_dir: Path,
+    force: bool = False,
+    progress: bool = False,
+    chunk_chars: int = CHUNK_CHARS,
+) -> Path:
     """Prepare into ``out_dir`` (which must not exist unless ``force``; even then only an empty
-    folder or an earlier prepared folder is replaced)."""
+    folder or an earlier prepared folder is replaced). ``progress`` shows byte progress bars on
+    stderr (when it is a terminal); ``chunk_chars`` bounds the text held at once
+    (growlm/data/chunks.py) and, where text offers safe cuts, not the tokens."""
     options.validate()
     _check_out(out_dir, options, force)
     corpus = _Corpus(options.sources, options.text_field)
-    return _prepare(corpus, corpus.fingerprint(), options, out_dir, force)
+    settings = _Settings(progress=progress, chunk_chars=chunk_chars)
+    return _prepare(corpus, corpus.fingerprint(), options, out_dir, settings, force)
 
 
 def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
@@ -160,26 +182,39 @@ def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
     check_output(out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out")
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """How to prepare, not what: kept out of the cache key, since the output is the same for any
+    piece size except where text offers no safe cut (one enormous line; growlm/data/chunks.py)."""
+
+    progress: bool = False
+    chunk_chars: int = CHUNK_CHARS
+    batch_chars: int = ENCODE_BATCH_CHARS
+
+
 def _prepare(
     corpus: _Corpus,
     fingerprint: list[dict[str, Any]],
     options: PrepareOptions,
     out_dir: Path,
+    settings: _Settings,
     force: bool = False,
 ) -> Path:
     local = [s for s in options.sources if Path(s).exists()]
     with staged_output(
         out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out"
     ) as staging:
-        tokenizer = _tokenizer(corpus, options, staging / "tokenizer")
-        manifest = _write_tokens(corpus, tokenizer, options, staging)
+        tokenizer = _tokenizer(corpus, options, staging / "tokenizer", settings)
+        manifest = _write_tokens(corpus, tokenizer, options, staging, settings)
         manifest["sources"] = fingerprint
         write_manifest(staging, manifest)
     open_shards(out_dir)  # sizes agree with the manifest
     return out_dir
 
 
-def _tokenizer(corpus: _Corpus, options: PrepareOptions, folder: Path) -> CorpusTokenizer:
+def _tokenizer(
+    corpus: _Corpus, options: PrepareOptions, folder: Path, settings: _Settings
+) -> CorpusTokenizer:
     if options.tokenizer is not None:
         source = load_tokenizer(options.tokenizer)
         folder.mkdir(parents=True)
@@ -187,22 +222,35 @@ def _tokenizer(corpus: _Corpus, options: PrepareOptions, folder: Path) -> Corpus
             if item.is_file():
                 shutil.copyfile(item, folder / item.name)
         return load_tokenizer(folder)
-    return train_tokenizer(
-        _limited(corpus.documents(), options.tokenizer_train_bytes), options.vocab_size, folder
-    )
+    total = corpus.total_bytes()
+    cap = options.tokenizer_train_bytes
+    with byte_bar(
+        "training tokenizer", min(total, cap) if total else cap, settings.progress
+    ) as bar:
+        texts = _training_texts(corpus.pieces(settings.chunk_chars), cap, bar.update)
+        return train_tokenizer(texts, options.vocab_size, folder)
 
 
-def _limited(documents: Iterator[str], max_bytes: int) -> Iterator[str]:
+def _training_texts(
+    pieces: Iterator[Piece], max_chars: int, advance: Callable[[int], Any]
+) -> Iterator[str]:
+    """The first ``max_chars`` characters of the corpus (whole pieces), in small parts: the
+    trainer buffers a fixed number of items, so small items keep its memory small."""
     seen = 0
-    for doc in documents:
-        if seen >= max_bytes:
+    for piece in pieces:
+        if seen >= max_chars:
             return
-        yield doc
-        seen += len(doc)
+        yield from split_text(piece.text, TRAIN_PIECE_CHARS)
+        seen += len(piece.text)
+        advance(piece.source_bytes)
 
 
 def _write_tokens(
-    corpus: _Corpus, tokenizer: CorpusTokenizer, options: PrepareOptions, folder: Path
+    corpus: _Corpus,
+    tokenizer: CorpusTokenizer,
+    options: PrepareOptions,
+    folder: Path,
+    settings: _Settings,
 ) -> dict[str, Any]:
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     train = SplitWriter(folder, "train", dtype, options.shard_tokens)
@@ -210,13 +258,10 @@ def _write_tokens(
     val_every = round(1 / options.val_fraction) if options.val_fraction > 0 else 0
     router = BlockRouter(train, val, options.block_tokens, val_every)
     documents = 0
-    batch: list[str] = []
-    for doc in corpus.documents():
-        batch.append(doc)
-        if len(batch) == ENCODE_BATCH:
+    with byte_bar("tokenizing", corpus.total_bytes(), settings.progress) as bar:
+        for batch in _batches(corpus.pieces(settings.chunk_chars), settings.batch_chars):
             documents += _encode_into(router, tokenizer, batch)
-            batch = []
-    documents += _encode_into(router, tokenizer, batch)
+            bar.update(sum(piece.source_bytes for piece in batch))
     router.finish()
     splits = {"train": train.finish(), "val": val.finish()}
     if documents == 0:
@@ -244,9 +289,28 @@ def _write_tokens(
     }
 
 
-def _encode_into(router: BlockRouter, tokenizer: CorpusTokenizer, batch: list[str]) -> int:
-    if not batch:
-        return 0
-    for ids in tokenizer.encode_documents(batch):
-        router.add(np.asarray([*ids, tokenizer.eos_id], dtype=np.int64))
-    return len(batch)
+def _batches(pieces: Iterator[Piece], max_chars: int) -> Iterator[list[Piece]]:
+    """Pieces grouped for one parallel encode: at most ``ENCODE_BATCH`` of them, and no more
+    text than ``max_chars`` beyond the first piece."""
+    batch: list[Piece] = []
+    chars = 0
+    for piece in pieces:
+        if batch and (len(batch) == ENCODE_BATCH or chars + len(piece.text) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(piece)
+        chars += len(piece.text)
+    if batch:
+        yield batch
+
+
+def _encode_into(router: BlockRouter, tokenizer: CorpusTokenizer, batch: list[Piece]) -> int:
+    """Encode a batch of pieces in parallel and route the ids (EOS after each document)."""
+    eos = np.asarray([tokenizer.eos_id], dtype=np.uint32)
+    documents = 0
+    for piece, ids in zip(batch, tokenizer.encode_pieces([p.text for p in batch]), strict=True):
+        router.add(ids)
+        if piece.doc_end:
+            router.add(eos)
+            documents += 1
+    return documents

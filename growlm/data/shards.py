@@ -100,13 +100,23 @@ class BlockRouter:
         self._block_index = 0
 
     def add(self, tokens: np.ndarray) -> None:
-        self._buffer.append(tokens)
-        self._buffered += len(tokens)
-        while self._buffered >= self.block_tokens:
-            flat = np.concatenate(self._buffer)
-            self._route(flat[: self.block_tokens])
-            rest = flat[self.block_tokens :]
-            self._buffer, self._buffered = [rest], len(rest)
+        """Append tokens to the stream; every completed block is routed (each token is copied
+        at most once, whatever the length of ``tokens``)."""
+        start = 0
+        if self._buffered + len(tokens) < self.block_tokens:
+            if len(tokens):
+                self._buffer.append(tokens)
+                self._buffered += len(tokens)
+            return
+        if self._buffered:
+            start = self.block_tokens - self._buffered
+            self._route(np.concatenate([*self._buffer, tokens[:start]]))
+            self._buffer, self._buffered = [], 0
+        while len(tokens) - start >= self.block_tokens:
+            self._route(tokens[start : start + self.block_tokens])
+            start += self.block_tokens
+        if start < len(tokens):
+            self._buffer, self._buffered = [tokens[start:]], len(tokens) - start
 
     def finish(self) -> None:
         if self._buffered:

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from growlm.data.chunks import CHUNK_CHARS, Piece, read_text_pieces, split_text
 from growlm.errors import InvalidData
 
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -64,15 +68,44 @@ def iter_file_documents(file: SourceFile, text_field: str) -> Iterator[str]:
         text = file.path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
             yield text
-    elif file.kind == "jsonl":
+    else:
+        for text, _ in _iter_rows(file, text_field):
+            yield text
+
+
+def iter_file_pieces(
+    file: SourceFile, text_field: str, chunk_chars: int = CHUNK_CHARS
+) -> Iterator[Piece]:
+    """The documents of one file as bounded pieces (growlm/data/chunks.py): a text file is
+    read a chunk at a time, a table a row (jsonl) or a batch of rows (parquet) at a time."""
+    if file.kind == "text":
+        yield from read_text_pieces(file.path, chunk_chars)
+        return
+    for text, size in _iter_rows(file, text_field):
+        yield from pieces_of(text, size, chunk_chars)
+
+
+def pieces_of(text: str, size: int, chunk_chars: int) -> Iterator[Piece]:
+    """One in-memory document as pieces; ``size`` source bytes are counted on the last."""
+    parts = split_text(text, chunk_chars)
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        yield Piece(part, last, size if last else 0)
+
+
+def _iter_rows(file: SourceFile, text_field: str) -> Iterator[tuple[str, int]]:
+    """Non-empty text fields of a table's rows, each with the source bytes it stands for."""
+    if file.kind == "jsonl":
         yield from _iter_jsonl(file.path, text_field)
     else:
         yield from _iter_parquet(file.path, text_field)
 
 
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
+def _iter_jsonl(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
+    pending = 0  # bytes of skipped lines, counted with the next row
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
+            pending += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -87,10 +120,14 @@ def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
                 raise InvalidData(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
             text = _field(row, text_field, f"{path}:{line_no}")
             if text:
-                yield text
+                yield text, pending
+                pending = 0
 
 
-def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
+PARQUET_BATCH_ROWS = 256  # rows decoded at once: bounded by rows, whatever the row groups hold
+
+
+def _iter_parquet(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -108,11 +145,16 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
         raise InvalidData(
             f"{path}: no column {text_field!r} (columns: {', '.join(names)}); set data.text_field"
         )
+    size, rows = path.stat().st_size, max(1, table.metadata.num_rows)
+    seen = done = 0
     try:
-        for batch in table.iter_batches(columns=[text_field]):
+        for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
             for value in batch.column(0).to_pylist():
+                seen += 1
                 if value:
-                    yield str(value)
+                    position = size * seen // rows
+                    yield str(value), position - done
+                    done = position
     except (pa.ArrowException, OSError) as exc:
         raise InvalidData(
             f"{path}: parquet file is corrupt ({str(exc).splitlines()[0][:200]})"
@@ -141,6 +183,7 @@ def parse_hub_source(source: str) -> tuple[str, str | None, str]:
 def iter_hub_documents(source: str, text_field: str) -> Iterator[str]:
     """Stream a hub dataset's text field (needs the `datasets` package and hub access)."""
     name, config, split = parse_hub_source(source)
+    check_hub_reachable(source)
     try:
         import datasets
     except ImportError:
@@ -155,6 +198,31 @@ def iter_hub_documents(source: str, text_field: str) -> Iterator[str]:
         text = _field(row, text_field, f"{source} row {index}")
         if text:
             yield text
+
+
+HUB_PROBE_SECONDS = 3.0
+
+
+def check_hub_reachable(source: str) -> None:
+    """Fail in seconds, not after the hub client's ~30 s of retries, when a hub dataset cannot
+    be streamed: offline mode is on, or the hub's host does not answer."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        raise InvalidData(
+            f"data source {source!r} streams from the Hugging Face hub, but HF_HUB_OFFLINE is "
+            "set; unset it, or download the data and pass its files"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlsplit(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidData(
+            f"data source {source!r}: cannot reach {endpoint} ({reason}); check the network "
+            "(or HF_ENDPOINT), or download the data and pass its files"
+        ) from None
 
 
 def fingerprint_files(files: list[SourceFile]) -> list[dict[str, object]]:

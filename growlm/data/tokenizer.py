@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from growlm.errors import InvalidData
@@ -37,6 +38,13 @@ class CorpusTokenizer:
         """Token ids of each text without BOS/EOS decorations (EOS is added by the shard writer)."""
         encodings = self.backend.encode_batch(texts, add_special_tokens=False)
         return [enc.ids for enc in encodings]
+
+    def encode_pieces(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of each text as uint32 arrays, encoded in parallel over the cores (the
+        library's thread pool; ``encode_batch_fast`` skips the offsets nobody reads here)."""
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encodings = encode(texts, add_special_tokens=False)
+        return [np.asarray(enc.ids, dtype=np.uint32) for enc in encodings]
 
     def decode(self, ids: list[int]) -> str:
         return str(self.backend.decode(ids))

@@ -105,7 +105,11 @@ def run_tasks(
             pretrained=model,
             tokenizer=tokenizer,
             batch_size=batch_size,
-            max_length=max_length or getattr(model.config, "max_position_embeddings", None),
+            max_length=(
+                max_length
+                if max_length is not None
+                else getattr(model.config, "max_position_embeddings", None)
+            ),
         )
         results = simple_evaluate(
             model=lm,

@@ -185,6 +185,15 @@ def score_ids(
     return nll, scored
 
 
+def check_window_args(max_length: int | None, stride: int | None) -> None:
+    """Window options that can never work, refused before a model is loaded (0 is not
+    'the default')."""
+    if max_length is not None and max_length < 2:
+        raise EvalError(f"--max-length must be at least 2 tokens, got {max_length}")
+    if stride is not None and stride < 1:
+        raise EvalError(f"--stride must be at least 1 token, got {stride}")
+
+
 def perplexity(
     model: Any,
     tokenizer: Any,
@@ -195,12 +204,13 @@ def perplexity(
 ) -> PerplexityResult:
     """Perplexity over ``documents`` (bits per byte included) or a pre-tokenized stream."""
     limit = int(getattr(model.config, "max_position_embeddings", 0) or 1024)
-    window = min(max_length or limit, limit)
+    check_window_args(max_length, stride)
+    window = min(max_length if max_length is not None else limit, limit)
     if window < 2:
         raise EvalError(f"window of {window} tokens is too short")
-    step = stride or max(1, window // 2)
+    step = stride if stride is not None else max(1, window // 2)
     if not 0 < step <= window - 1:
-        raise EvalError(f"--stride must be in [1, {window - 1}]")
+        raise EvalError(f"--stride must be in [1, {window - 1}], got {step}")
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     nll, tokens, nbytes, docs = 0.0, 0, 0, 0
     streams: list[list[int]] = []
@@ -236,6 +246,8 @@ def shard_token_ids(folder: Path | str, max_tokens: int | None = None) -> list[i
     parts = shards.splits.get("val") or []
     if not parts:
         raise EvalError(f"{str(folder)!r} has no validation shards")
+    if max_tokens is not None and max_tokens < 1:
+        raise EvalError(f"--max-tokens must be at least 1, got {max_tokens}")
     cap = max_tokens or DEFAULT_SHARD_TOKENS  # a whole corpus as Python ints would not fit
     ids: list[int] = []
     for part in parts:

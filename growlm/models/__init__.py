@@ -1,8 +1,10 @@
-"""Model families growlm implements itself (registered with transformers' Auto classes when
-growlm is imported, so their checkpoints load without remote code)."""
+"""Model families growlm implements itself, registered with transformers' Auto classes when
+growlm is imported (growlm/_register.py), so their checkpoints load without remote code."""
 
 from __future__ import annotations
 
-from growlm.models import tokenformer
 
-tokenformer.register()
+def register_all() -> None:
+    from growlm.models import tokenformer
+
+    tokenformer.register()

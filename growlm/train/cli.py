@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from growlm.data.prepare import PrepareOptions, prepare
-from growlm.data.shards import open_shards
 from growlm.errors import OutputNotWritable
 
 
@@ -56,6 +54,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     prep.add_argument("--out", type=Path, required=True, help="output folder")
     prep.add_argument("--tokenizer", help="existing HF tokenizer folder (default: train one)")
     prep.add_argument("--vocab-size", type=int, default=8192, help="trained tokenizer vocabulary")
+    prep.add_argument(
+        "--tokenizer-train-bytes",
+        type=int,
+        default=200_000_000,
+        help="train the BPE on at most this much text from the start of the corpus",
+    )
     prep.add_argument("--val-fraction", type=float, default=0.01, help="held-out token share")
     prep.add_argument(
         "--block-tokens",
@@ -117,6 +121,9 @@ def _require_folder(path: Path, flag: str) -> None:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from growlm.data.prepare import PrepareOptions, prepare
+    from growlm.data.shards import open_shards
+
     _require_folder(args.out, "--out")
     options = PrepareOptions(
         sources=list(args.sources),
@@ -126,8 +133,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         block_tokens=args.block_tokens,
         shard_tokens=args.shard_tokens,
         text_field=args.text_field,
+        tokenizer_train_bytes=args.tokenizer_train_bytes,
     )
-    folder = prepare(options, args.out, force=args.force)
+    folder = prepare(options, args.out, force=args.force, progress=True)
     shards = open_shards(folder)
     print(
         f"prepared {shards.manifest['documents']} documents: {shards.tokens('train'):,} train "

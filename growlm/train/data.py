@@ -46,7 +46,7 @@ def prepared_folder(data: DataConfig) -> Path:
         block_tokens=data.block_tokens,
         text_field=data.text_field,
     )
-    return prepare_cached(options)
+    return prepare_cached(options, progress=True)
 
 
 def open_training_data(data: DataConfig, ctx: DistContext) -> TrainData:

@@ -169,7 +169,12 @@ class RunConfig:
     """How the run executes: precision, devices, logging and checkpoint cadence."""
 
     precision: Literal["bf16", "fp32"] = field(
-        default="bf16", metadata=doc("bf16 autocast (fp32 master weights) or fp32")
+        default="bf16",
+        metadata=doc(
+            "bf16 autocast (fp32 master weights) or fp32; bfloat16 and float32 are read as the "
+            "same",
+            aliases={"bfloat16": "bf16", "float32": "fp32"},
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata=doc("auto: CUDA when available")
@@ -259,6 +264,11 @@ class Recipe:
 def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
     """Read a YAML recipe, apply ``key=value`` overrides, resolve paths and validate."""
     file = Path(path)
+    if file.is_dir():
+        raise InvalidRecipe(
+            f"recipe {str(file)!r} is a folder, not a YAML file: give the recipe file itself "
+            "(e.g. recipes/tiny.yaml)"
+        )
     if not file.is_file():
         raise InvalidRecipe(f"recipe {str(file)!r} does not exist")
     try:
@@ -395,6 +405,7 @@ def validate(recipe: Recipe) -> None:
     _check(data.vocab_size <= 1 << 20, "data.vocab_size must be <= 1048576")
     if not recipe.stages:
         raise InvalidRecipe("stages: at least one stage is required")
+    _validate_optim(recipe.optim, "optim")  # first, so a bad top-level value is named as such
     names: set[str] = set()
     for index, stage in enumerate(recipe.stages):
         where = f"stages.{index}"

@@ -17,10 +17,11 @@ from growlm.errors import InvalidRecipe
 T = TypeVar("T")
 
 
-def doc(text: str) -> dict[str, str]:
+def doc(text: str, aliases: dict[str, str] | None = None) -> dict[str, Any]:
     """Field metadata carrying the field's documentation (shown by ``describe``):
-    ``lr: float = field(default=1e-3, metadata=doc("peak learning rate"))``."""
-    return {"doc": text}
+    ``lr: float = field(default=1e-3, metadata=doc("peak learning rate"))``. ``aliases`` maps
+    other spellings a user may write to the value they mean (``bfloat16`` -> ``bf16``)."""
+    return {"doc": text, "aliases": aliases or {}}
 
 
 def build(cls: type[T], raw: Any, path: str) -> T:
@@ -39,7 +40,10 @@ def build(cls: type[T], raw: Any, path: str) -> T:
     values: dict[str, Any] = {}
     for name, f in fields.items():
         if name in raw:
-            values[name] = coerce(hints[name], raw[name], _join(path, name))
+            value = raw[name]
+            if isinstance(value, str):
+                value = f.metadata.get("aliases", {}).get(value, value)
+            values[name] = coerce(hints[name], value, _join(path, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise InvalidRecipe(f"{_join(path, name)}: required key is missing")
     return cls(**values)
@@ -180,3 +184,13 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         elif inner:
             rows.extend(describe(typing.cast(type, inner[0]), key))
     return rows
+
+
+def markdown_table(cls: type) -> str:
+    """``describe(cls)`` as the Markdown table of docs/train.md (``scripts/recipe_fields.py``
+    writes it there; a test checks the two agree)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, text in describe(cls):
+        cells = (f"`{key}`", tp, default, text)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
