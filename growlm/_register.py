@@ -1,10 +1,11 @@
 """Make growlm's own model families (TokenFormer) known to transformers' Auto classes as soon as
-both are in use, without making ``import growlm`` pay for torch and transformers.
+transformers is in use, without making ``import growlm`` pay for torch and transformers.
 
-``import growlm`` calls :func:`install`: if transformers' auto-config module is loaded already the
-families are registered at once; otherwise a meta-path hook registers them right after that
-module is first imported (by the user's ``from transformers import AutoModelForCausalLM`` or by
-any growlm command that loads a model). No remote code is involved.
+``import growlm`` calls :func:`install`. Configs are registered right after transformers'
+auto-config module is first imported, models right after its auto-model module (the user's
+``from transformers import AutoModelForCausalLM``, or any growlm command that loads a model);
+what is loaded already is registered at once. A meta-path hook wraps those two modules'
+loaders; no remote code is involved.
 """
 
 from __future__ import annotations
@@ -12,48 +13,54 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+from collections.abc import Callable
 from typing import Any
 
-_TARGET = "transformers.models.auto.configuration_auto"
+
+def _configs() -> None:
+    from growlm.models import register_configs
+
+    register_configs()
 
 
-def _register() -> None:
-    from growlm.models import register_all
+def _models() -> None:
+    from growlm.models import register_models
 
-    register_all()
+    register_models()
 
 
-class _AfterAutoModels(importlib.abc.MetaPathFinder):
-    """Wraps the loader of transformers' auto-config module to register our families after it."""
+_AFTER: dict[str, Callable[[], None]] = {
+    "transformers.models.auto.configuration_auto": _configs,
+    "transformers.models.auto.modeling_auto": _models,
+}
+
+
+class _After(importlib.abc.MetaPathFinder):
+    """Wraps the loaders of transformers' auto modules to register our families after them."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != _TARGET:
+        then = _AFTER.get(fullname)
+        if then is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
-        loader = spec.loader
-        original = loader.exec_module
+        original = spec.loader.exec_module
 
         def exec_module(module: Any) -> None:
             original(module)
-            _uninstall()
-            _register()
+            then()
 
-        loader.exec_module = exec_module  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
-_HOOK = _AfterAutoModels()
-
-
-def _uninstall() -> None:
-    if _HOOK in sys.meta_path:
-        sys.meta_path.remove(_HOOK)
+_HOOK = _After()
 
 
 def install() -> None:
-    if _TARGET in sys.modules:
-        _register()
-    elif _HOOK not in sys.meta_path:
+    for name, then in _AFTER.items():
+        if name in sys.modules:
+            then()
+    if _HOOK not in sys.meta_path:
         sys.meta_path.insert(0, _HOOK)

@@ -124,6 +124,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _scale(text: str) -> float:
+    """A finite step multiplier in (0, 100]: the demo at 100x already runs for days here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value <= 100):  # also NaN
+        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one ``error:`` line (no usage block), exit 2."""
 
@@ -245,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of both runs")
     d.add_argument(
         "--scale",
-        type=float,
+        type=_scale,
         default=1.0,
         help="multiply every step count (0.1 for a quick look; 1.0 is the measured demo)",
     )

@@ -232,7 +232,8 @@ def run_operator_demo(out: Path) -> int:
     from growlm.io.output import check_output
 
     if out.exists():  # only the operator demo's own earlier output is ever replaced
-        check_output(out, force=True, records=("summary.json",), flag="--out")
+        names = ("summary.json", "base", *(op.replace("+", "_") for op, _ in DEMO_OPS))
+        check_output(out, force=True, records=("summary.json",), members=names, flag="--out")
         remove_dir(out)
     out.mkdir(parents=True)
     base = build_base(out / "base")

@@ -25,7 +25,7 @@ from growlm.errors import (
     InvalidData,
     InvalidGrowth,
 )
-from growlm.io.checkpoint import SourceCheckpoint
+from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
 from growlm.io.output import check_output, staged_output
@@ -38,6 +38,16 @@ LEARN_SEQ_LEN = 128
 LEARN_BATCH_SIZE = 8
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RECORD = "growth.json"  # the growth record: also what lets --force replace a grown folder
+# everything a grown folder holds; with --force, anything else in OUT is the user's
+MEMBERS = (
+    RECORD,
+    "config.json",
+    "README.md",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    *SIDE_FILES,
+)
 
 
 def parse_size(text: str | int) -> int:
@@ -55,7 +65,7 @@ def _size_bytes(text: str) -> int:
         if t.endswith(suffix):
             try:
                 return int(float(t[: -len(suffix)]) * mult)
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or inf / 1e400
                 break
     try:
         return int(t)
@@ -229,7 +239,9 @@ def grow(
     if not dry_run:
         if out is None:
             raise InvalidGrowth("give an output folder OUT (or --dry-run)")
-        out_path = check_output(out, force=force, records=(RECORD,), sources=[source.path])
+        out_path = check_output(
+            out, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
+        )
     check_source(source, op)
     check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None)
     learned = ligo.parse_learn_op(op)
@@ -268,7 +280,9 @@ def grow(
         tensors, record = _learn_weights(source, op, params, seed, learn_data, progress)
         report.update({k: v for k, v in record.items() if k != "depth_maps"})
     try:
-        with staged_output(out_path, force=force, records=(RECORD,), sources=[source.path]) as tmp:
+        with staged_output(
+            out_path, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
+        ) as tmp:
             _write(source, plan, tmp, out_dtype, max_shard, tensors, record)
             fault_point("grow.written")
     except OSError as e:

@@ -56,6 +56,7 @@ def _add_plan(sub: Any) -> None:
     p.add_argument("--growth-tokens", type=number, help="override d (e.g. from your own sweep)")
     p.add_argument("--guideline", type=Path, help="guideline JSON written by `growlm fit`")
     p.add_argument("--write-recipe", type=Path, help="write a growlm train recipe here")
+    p.add_argument("--force", action="store_true", help="replace an existing --write-recipe file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 
@@ -81,7 +82,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.write_recipe:
         if spec is None:
             raise AnalysisError("--write-recipe needs --model (the target's architecture)")
-        data["recipe"] = str(write_plan_recipe(plan, spec, args.write_recipe))
+        target = Path(args.write_recipe)
+        if target.exists() and not args.force:
+            raise AnalysisError(
+                f"--write-recipe {str(target)!r} already exists: choose another file or pass "
+                "--force to replace it"
+            )
+        if args.model is not None and target.resolve() == Path(args.model).resolve():
+            raise AnalysisError(f"--write-recipe {str(target)!r} is the --model file itself")
+        data["recipe"] = str(write_plan_recipe(plan, spec, target))
     if args.json:
         print(json.dumps(data))
     else:

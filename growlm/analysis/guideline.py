@@ -84,8 +84,11 @@ def load_guideline(path: Path | str) -> Guideline:
         data = json.loads(file.read_text())
     except FileNotFoundError:
         raise InvalidGuideline(f"guideline file {str(file)!r} does not exist") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidGuideline(f"guideline file {str(file)!r} is not valid JSON: {exc}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise InvalidGuideline(
+            f"guideline file {str(file)!r} is not valid JSON: {reason}"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidGuideline(f"guideline file {str(file)!r}: expected a JSON object")
     missing = [k for k in ("alpha", "beta", "gamma") if not isinstance(data.get(k), int | float)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.analysis.errors import AnalysisError
+from growlm.errors import one_line
 
 
 @dataclass
@@ -101,8 +102,11 @@ def count_params(spec: ModelSpec) -> int:
 
     try:
         config = AutoConfig.for_model(spec.model_type, **spec.config)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AnalysisError(f"cannot build a {spec.model_type!r} config: {exc}") from None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    except Exception as exc:  # transformers validates configs with several error types
+        raise AnalysisError(f"cannot build a {spec.model_type!r} config: {one_line(exc)}") from None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as exc:  # the model class rejects the sizes (heads vs width, ...)
+        raise AnalysisError(f"cannot build a {spec.model_type!r} model: {one_line(exc)}") from None
     return int(sum(p.numel() for p in model.parameters()))

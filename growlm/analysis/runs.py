@@ -4,6 +4,7 @@ time, and where its stages (growth points) begin."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False
     boundaries: list[tuple[str, float, float, float]] = []
     prev: dict | None = None
     rows = []
+    diverged = 0  # evaluations with a NaN/inf loss are left out (a diverged run)
     for r in records:
         if "stage" in r and (prev is None or r["stage"] != prev.get("stage")):
             start = prev or {}
@@ -92,7 +94,15 @@ def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False
             )
         prev = r
         if r.get("val_loss") is not None:
-            rows.append(r)
+            if math.isfinite(float(r["val_loss"])):
+                rows.append(r)
+            else:
+                diverged += 1
+    if not rows and diverged:
+        raise NoValidationLoss(
+            f"run {str(p)!r} has no finite val_loss ({diverged} NaN/inf evaluations): it diverged; "
+            "compare runs that trained"
+        )
     if not rows:
         raise NoValidationLoss(
             f"run {str(p)!r} logged no val_loss (set run.eval_every or keep a validation split)"

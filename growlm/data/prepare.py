@@ -48,6 +48,7 @@ from growlm.data.tokenizer import (
 from growlm.errors import InvalidData
 from growlm.io.output import check_output, staged_output
 
+MEMBERS = (MANIFEST, "tokenizer", "train-*.bin", "val-*.bin")  # all a prepared folder holds
 ENCODE_BATCH = 64  # pieces per parallel encode
 ENCODE_BATCH_CHARS = 8 * CHUNK_CHARS  # text per parallel encode: bounds the encoder memory
 TRAIN_PIECE_CHARS = 1 << 16  # size of the items fed to the BPE trainer
@@ -179,7 +180,9 @@ def prepare(
 
 def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
     local = [s for s in options.sources if Path(s).exists()]
-    check_output(out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out")
+    check_output(
+        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
+    )
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _prepare(
 ) -> Path:
     local = [s for s in options.sources if Path(s).exists()]
     with staged_output(
-        out_dir, force=force, records=(MANIFEST,), sources=local, flag="--out"
+        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
     ) as staging:
         tokenizer = _tokenizer(corpus, options, staging / "tokenizer", settings)
         manifest = _write_tokens(corpus, tokenizer, options, staging, settings)

@@ -105,6 +105,12 @@ def _checked_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise EvalError(f"{str(file)!r} does not hold a JSON object: restore it")
     model_type = config.get("model_type")
+    archs = config.get("architectures") or []
+    if archs and not any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise EvalError(
+            f"{str(path)!r} holds a {archs[0]}, not a causal language model: perplexity and "
+            "next-token tasks need a *ForCausalLM / *LMHeadModel checkpoint"
+        )
     if "auto_map" not in config and model_type not in CONFIG_MAPPING:
         raise EvalError(
             f"{str(file)!r}: model_type {model_type!r} is not one transformers knows; "

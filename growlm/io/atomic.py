@@ -47,10 +47,18 @@ def replace_dir(tmp: Path, final: Path) -> None:
         trash = _trash_name(final)
         os.replace(final, trash)
         os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
+        _delete(trash)
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def _delete(path: Path) -> None:
+    """Remove a folder tree, or a symlink itself (never what it points to)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_dir(path: Path) -> None:
@@ -65,7 +73,7 @@ def clear_debris(final: Path) -> None:
     parent = final.parent
     if parent.is_dir():
         for stale in parent.glob(f".{short_name(final.name)}.old-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            _delete(stale)
 
 
 def clear_dead_siblings(final: Path, tag: str) -> None:

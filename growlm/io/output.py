@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -60,20 +61,39 @@ def check_output(
     *,
     force: bool,
     records: Sequence[str],
+    members: Sequence[str] = ("*",),
     sources: Sequence[str | Path] = (),
     flag: str = "OUT",
 ) -> Path:
-    """Refuse an output that cannot be written without losing data; returns OUT as a Path."""
+    """Refuse an output that cannot be written without losing data; returns OUT as a Path.
+
+    ``records``: the files that prove growlm wrote a folder; ``members``: name patterns of
+    everything such a folder holds (with ``--force`` anything else in it is the user's, and
+    refused by name). A source, a file of a source (a symlink into OUT, as in the HF cache), the
+    current folder and a symlinked OUT are never replaced."""
     out = Path(out).expanduser()
     real = _resolved(out)
     for src in sources:
-        src_real = _resolved(Path(src))
+        src_path = Path(src)
+        src_real = _resolved(src_path)
         if _inside(src_real, real):
             what = "is" if src_real == real else "contains"
             raise OutputNotWritable(
                 f"{flag} {str(out)!r} {what} the source {str(src)!r}: writing there would destroy "
                 f"it; choose an {flag} outside the source"
             )
+        inner = src_path.iterdir() if src_path.is_dir() else iter(())
+        for item in inner:
+            if _inside(_resolved(item), real):
+                raise OutputNotWritable(
+                    f"the source file {str(item)!r} links into {flag} {str(out)!r}: writing there "
+                    f"would destroy the source; choose another {flag}"
+                )
+    if _inside(_resolved(Path.cwd()), real) and (out.exists() or out.is_symlink()):
+        raise OutputNotWritable(
+            f"{flag} {str(out)!r} is the current folder or contains it: run from elsewhere or "
+            f"choose another {flag}"
+        )
     for parent in (out, *out.parents):
         if parent.exists() or parent.is_symlink():
             if parent != out and not parent.is_dir():
@@ -91,10 +111,25 @@ def check_output(
         raise OutputExists(
             f"{flag} {str(out)!r} already exists: choose another path or pass --force to replace it"
         )
-    if any(out.iterdir()) and not owned_by_growlm(out, records):
+    if out.is_symlink():
+        raise OutputExists(
+            f"{flag} {str(out)!r} is a symbolic link: --force replaces only real folders; give the "
+            f"folder it points to ({str(real)!r}) or another {flag}"
+        )
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not owned_by_growlm(out, records):
         raise OutputExists(
             f"{flag} {str(out)!r} holds files growlm did not write; --force replaces only empty "
             f"folders and growlm's own outputs: choose another {flag} or empty it yourself"
+        )
+    foreign = [e for e in entries if not any(fnmatch.fnmatchcase(e, m) for m in members)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise OutputExists(
+            f"{flag} {str(out)!r} is growlm's output but also holds {shown}, which growlm did not "
+            f"write: move them out first, or choose another {flag}"
         )
     return out
 
@@ -140,6 +175,7 @@ def staged_output(
     *,
     force: bool,
     records: Sequence[str],
+    members: Sequence[str] = ("*",),
     sources: Sequence[str | Path] = (),
     flag: str = "OUT",
 ) -> Iterator[Path]:
@@ -149,9 +185,10 @@ def staged_output(
     as it was. The checks of :func:`check_output` are repeated under the lock.
     """
     out = Path(out).expanduser()
-    check_output(out, force=force, records=records, sources=sources, flag=flag)
+    check = {"force": force, "records": records, "members": members, "sources": sources}
+    check_output(out, flag=flag, **check)  # type: ignore[arg-type]
     with output_lock(out, flag):
-        check_output(out, force=force, records=records, sources=sources, flag=flag)
+        check_output(out, flag=flag, **check)  # type: ignore[arg-type]
         clear_dead_siblings(out, "tmp")
         tmp = sibling(out, "tmp")
         if tmp.exists():

@@ -4,7 +4,13 @@ growlm is imported (growlm/_register.py), so their checkpoints load without remo
 from __future__ import annotations
 
 
-def register_all() -> None:
+def register_configs() -> None:
+    from growlm.models import tokenformer_config
+
+    tokenformer_config.register()
+
+
+def register_models() -> None:
     from growlm.models import tokenformer
 
     tokenformer.register()

@@ -1,0 +1,142 @@
+"""Findings of a fresh adversarial pass over every command (issue 13), one test each: the
+behaviour the issue asks for (one line, exit 2, nothing lost). Each failed before its fix; the
+ids (D = data loss, T = traceback, M = misleading) are those of the pass's write-up, summarised in
+docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from tiny_models import save_model
+
+import growlm.cli as cli
+
+REPO = Path(__file__).parents[1]
+TINY = REPO / "recipes" / "tiny.yaml"
+
+
+def _run(argv: list[str]) -> int:
+    """The CLI in-process; an exception that escapes main counts as a traceback (rc 1)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except Exception:
+        return 1
+
+
+# D1 (fixed): --force wipes user files inside a growlm output
+def test_force_keeps_user_files_in_owned_out(tmp_path: Path) -> None:
+    src = save_model("llama", tmp_path / "src")
+    out = tmp_path / "out"
+    assert _run(["grow", str(src), str(out), "--op", "stack", "--factor", "2"]) == 0
+    (out / "work").mkdir()
+    (out / "work" / "thesis.tex").write_text("precious")
+    rc = _run(["grow", str(src), str(out), "--op", "stack", "--factor", "2", "--force"])
+    assert (out / "work" / "thesis.tex").read_text() == "precious", rc
+
+
+# D2 (fixed): SRC whose files link into OUT is destroyed by --force
+def test_force_refuses_source_files_linked_into_out(tmp_path: Path) -> None:
+    src = save_model("llama", tmp_path / "src")
+    out = tmp_path / "out"
+    assert _run(["grow", str(src), str(out), "--op", "stack", "--factor", "2"]) == 0
+    farm = tmp_path / "farm"
+    farm.mkdir()
+    for f in out.iterdir():
+        if f.name != "growth.json":
+            os.symlink(f, farm / f.name)
+    before = (out / "model.safetensors").read_bytes()
+    rc = _run(["grow", str(farm), str(out), "--op", "stack", "--factor", "2", "--force"])
+    assert rc == 2
+    assert (farm / "model.safetensors").read_bytes() == before
+
+
+# D3 (fixed): plan --write-recipe overwrites its own --model recipe
+def test_plan_write_recipe_over_its_model(tmp_path: Path) -> None:
+    recipe = tmp_path / "mine.yaml"
+    text = TINY.read_text().replace("../tests/fixtures", str(REPO / "tests" / "fixtures"))
+    recipe.write_text(text + "# my notes\n")
+    argv = ["plan", "--model", str(recipe), "--tokens", "1e12", "--write-recipe", str(recipe)]
+    rc = _run(argv)
+    assert recipe.read_text().endswith("# my notes\n"), rc
+
+
+# T1 (fixed): --shard-size infGB raises OverflowError
+def test_shard_size_infinite(tmp_path: Path) -> None:
+    src = save_model("llama", tmp_path / "src")
+    argv = ["grow", str(src), str(tmp_path / "o"), "--op", "stack", "--factor", "2"]
+    assert _run([*argv, "--shard-size", "infGB"]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+# T2 (fixed): plan --guideline on a binary file: UnicodeDecodeError
+def test_plan_guideline_binary(tmp_path: Path) -> None:
+    g = tmp_path / "g.json"
+    g.write_bytes(b"\xc8\xff\x00\x01")
+    assert _run(["plan", "--params", "7B", "--tokens", "1T", "--guideline", str(g)]) == 2
+
+
+# T3 (fixed): compare on runs whose val_loss is NaN/inf: ValueError
+def test_compare_non_finite_losses(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"step": 1, "stage": "base", "tokens": 100, "flops": 1e9, "val_loss": math.nan},
+        {"step": 2, "stage": "base", "tokens": 200, "flops": 2e9, "val_loss": math.inf},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "recipe.yaml").write_text(TINY.read_text())
+    assert _run(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 2
+
+
+# T4 (fixed): sweep --sizes with an invalid config: traceback
+def test_sweep_invalid_size_config(tmp_path: Path) -> None:
+    argv = ["sweep", str(TINY), "--d", "5e3", "--g", "2", "--out", str(tmp_path / "s")]
+    assert _run([*argv, "--dry-run", "--sizes", "s:hidden_size=63"]) == 2
+
+
+# T5 (fixed): demo --scale nan: ValueError
+def test_demo_scale_nan(tmp_path: Path) -> None:
+    assert _run(["demo", "--scale", "nan", "--out", str(tmp_path / "d")]) == 2
+
+
+# D4 (fixed): --force on a symlinked OUT replaced the link and left hidden debris for ever
+def test_force_refuses_a_symlinked_out(tmp_path: Path) -> None:
+    src = save_model("llama", tmp_path / "src")
+    real = tmp_path / "real"
+    assert _run(["grow", str(src), str(real), "--op", "stack", "--factor", "2"]) == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    rc = _run(["grow", str(src), str(link), "--op", "stack", "--factor", "3", "--force"])
+    assert rc == 2 and link.is_symlink()
+    assert json.loads((real / "growth.json").read_text())["out_layers"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# M9 (fixed): OUT = the current folder was replaced (the process's cwd deleted under it)
+def test_force_refuses_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    src = save_model("llama", tmp_path / "src")
+    out = tmp_path / "out"
+    assert _run(["grow", str(src), str(out), "--op", "stack", "--factor", "2"]) == 0
+    monkeypatch.chdir(out)
+    assert _run(["grow", str(src), ".", "--op", "stack", "--factor", "3", "--force"]) == 2
+    assert json.loads((out / "growth.json").read_text())["out_layers"] == 6
+
+
+# M4 (fixed): eval scored a BERT encoder as if it were a language model
+def test_eval_refuses_an_encoder(tmp_path: Path, capsys) -> None:
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    BertModel(config).save_pretrained(str(bert))
+    text = tmp_path / "t.txt"
+    text.write_text("hello world " * 20)
+    assert _run(["eval", str(bert), "--data", str(text)]) == 2
+    assert "not a causal language model" in capsys.readouterr().err
