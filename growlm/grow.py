@@ -31,6 +31,8 @@ from growlm.errors import (
 from growlm.io.atomic import clear_dead_tmp, replace_dir
 from growlm.io.checkpoint import SourceCheckpoint
 from growlm.io.faults import fault_point
+from growlm.io.model_card import add_check, grow_facts, write_grow_card
+from growlm.io.resolve import resolve_model
 from growlm.io.safetensors_stream import nbytes, write_sharded
 from growlm.ops.plan import Mode, Plan
 from growlm.ops.planner import build_plan
@@ -177,7 +179,8 @@ def grow(
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise InvalidGrowth(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     max_shard = parse_size(shard_size)
-    source = SourceCheckpoint(src)
+    resolved = resolve_model(src)  # a folder, hub id or .gguf file
+    source = SourceCheckpoint(resolved.path)
     learned = ligo.parse_learn_op(op)
     learn_data: _LearnData | None = None
     if learned is None:
@@ -228,7 +231,9 @@ def grow(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _write(source, plan, tmp, out_dtype, max_shard, tensors, record)
+        facts = grow_facts(source.path, source.config, report, resolved.hub_id)
+        extra = {**resolved.record(), **facts, **record}
+        _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
         fault_point("grow.written")
         replace_dir(tmp, out_path)  # OUT: absent, the old folder or the new one, never half
     except OSError as e:
@@ -245,7 +250,9 @@ def grow(
     if check:
         from growlm.check import check_growth
 
-        report.update(check_growth(source.path, out_path))
+        checked = check_growth(source.path, out_path)
+        report.update(checked)
+        add_check(out_path, checked)  # into growth.json and the model card
     return report
 
 
@@ -373,9 +380,11 @@ def _write(
     max_shard: int,
     tensors: dict[str, torch.Tensor] | None = None,
     extra_record: dict[str, Any] | None = None,
+    card_name: str | None = None,
 ) -> None:
     """Write the plan's output into ``tmp``: streamed from the source, or ``tensors`` computed
-    in memory (learned growth), with config.json, side files and growth.json (+ extra_record)."""
+    in memory (learned growth), with config.json, side files, growth.json (+ extra_record) and
+    the model card (README.md; ``card_name`` is the folder name it shows)."""
     items = _out_items(source, plan, out_dtype)
     dtypes = {name: dt for name, _, dt in items}
 
@@ -394,6 +403,7 @@ def _write(
 
     write_sharded(tmp, items, stream(), max_shard)
     cfg = dict(plan.config)
+    cfg.pop("_name_or_path", None)  # the source's name, not this model's
     if out_dtype is not None:
         name = str(out_dtype).removeprefix("torch.")
         for key in ("torch_dtype", "dtype"):
@@ -416,6 +426,7 @@ def _write(
         **(extra_record or {}),
     }
     (tmp / "growth.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_grow_card(tmp, record, card_name)
 
 
 def grow_tensors(

@@ -50,6 +50,7 @@ from growlm.train.model import (
     build_config,
     build_model,
     compile_blocks,
+    init_folder,
     load_init_weights,
     model_flops_per_token,
     param_count,
@@ -350,7 +351,7 @@ class Trainer:
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
         model = self._build_model(config)
         if self.recipe.model.init is not None:
-            self._load_weights(model, load_init_weights(Path(self.recipe.model.init)))
+            self._load_weights(model, load_init_weights(init_folder(self.recipe.model.init)))
         return model
 
     def _restored_sharded(
