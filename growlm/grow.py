@@ -233,6 +233,11 @@ def grow(
     try:
         facts = grow_facts(source.path, source.config, report, resolved.hub_id)
         extra = {**resolved.record(), **facts, **record}
+        from growlm.train import hf_trainer
+
+        if hf_trainer.is_trainer_checkpoint(source.path):  # a checkpoint-N: AdamW grows too
+            cfgs = (source.config, plan.config)
+            extra.update(hf_trainer.grow_trainer_state(source.path, *cfgs, op, params, seed, tmp))
         _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
         fault_point("grow.written")
         replace_dir(tmp, out_path)  # OUT: absent, the old folder or the new one, never half

@@ -332,7 +332,6 @@ def _add_eval(sub: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from growlm.eval.errors import EvalError
-    from growlm.io.resolve import resolve_model
     from growlm.eval.perplexity import (
         is_shards,
         load_model,
@@ -340,6 +339,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shard_token_ids,
         text_documents,
     )
+    from growlm.io.resolve import resolve_model
 
     if not args.data and not args.tasks:
         raise EvalError("give --data (perplexity) and/or --tasks (lm-eval)")

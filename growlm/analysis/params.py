@@ -35,7 +35,11 @@ class ModelSpec:
             "num_hidden_layers",
         )
         return ModelSpec(
-            self.model_type, {**self.config, key: layers}, self.recipe, self.recipe_path, self.folder
+            self.model_type,
+            {**self.config, key: layers},
+            self.recipe,
+            self.recipe_path,
+            self.folder,
         )
 
 

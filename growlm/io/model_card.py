@@ -47,15 +47,24 @@ def source_metadata(
         card = front_matter(card_file.read_text(encoding="utf-8")) if card_file.is_file() else {}
     except (OSError, UnicodeDecodeError):
         card = {}
+    grown = _growth_record(folder).get("source_card") or {}  # a model growlm grew
     meta: dict[str, Any] = {}
-    base = hub_id or _hub_id_of(folder, config)
+    base = hub_id or _hub_id_of(folder, config) or grown.get("base_model")
     if base:
         meta["base_model"] = base
     for key in ("license", "license_name", "license_link"):
-        value = card.get(key, config.get(key))
+        value = card.get(key, config.get(key, grown.get(key)))
         if isinstance(value, str) and value:
             meta[key] = value
     return meta
+
+
+def _growth_record(folder: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((folder / "growth.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _hub_id_of(folder: Path, config: dict[str, Any]) -> str | None:
@@ -82,7 +91,7 @@ def _header(meta: dict[str, Any], tags: list[str]) -> dict[str, Any]:
     for key in ("license", "license_name", "license_link"):
         if meta.get(key):
             out[key] = meta[key]
-    out["tags"] = list(dict.fromkeys(["growlm", "model-growth", *tags]))
+    out["tags"] = list(dict.fromkeys(["growlm", *tags]))
     return out
 
 
@@ -104,7 +113,7 @@ def _number(n: Any) -> str:
 def grow_card(record: dict[str, Any], name: str) -> str:
     """The card of a grown model from its growth.json ``record`` (see growlm.grow)."""
     op = str(record["operator"])
-    meta = _header(record.get("source_card") or {}, op.split("+"))
+    meta = _header(record.get("source_card") or {}, ["model-growth", *op.split("+")])
     params = ", ".join(f"{k}={v}" for k, v in (record.get("params") or {}).items()) or "defaults"
     source = record.get("source_hub_id") or record.get("source_gguf") or record.get("source")
     lines = [
@@ -119,7 +128,8 @@ def grow_card(record: dict[str, Any], name: str) -> str:
             else "."
         ),
         "",
-        f"- function preserving by construction: {'yes' if record.get('function_preserving') else 'no'}",
+        "- function preserving by construction: "
+        + ("yes" if record.get("function_preserving") else "no"),
         f"- layer map (source layer of each output layer): {_layer_map(record)}",
     ]
     if record.get("source_gguf"):
@@ -129,8 +139,9 @@ def grow_card(record: dict[str, Any], name: str) -> str:
         )
     if "steps" in record and "loss_first" in record:
         lines.append(
-            f"- learned growth maps trained {record['steps']} steps on {_number(record.get('tokens'))} "
-            f"tokens of `{record.get('data')}`: loss {record['loss_first']} -> {record['loss_last']}"
+            f"- learned growth maps trained {record['steps']} steps on "
+            f"{_number(record.get('tokens'))} tokens of `{record.get('data')}`: loss "
+            f"{record['loss_first']} -> {record['loss_last']}"
         )
     check = record.get("check")
     if check:
@@ -191,7 +202,8 @@ def train_card(
     (a plain recipe mapping); ``source`` is source_metadata of ``model.init`` ({} if none)."""
     stages = recipe.get("stages") or []
     ops = [str(s["grow"]["op"]) for s in stages[: stage + 1] if s.get("grow")]
-    meta = _header(source, [p for op in ops for p in op.split("+")] + ["growlm-train"])
+    tags = ["model-growth", *(p for op in ops for p in op.split("+"))] if ops else []
+    meta = _header(source, tags)
     init = (recipe.get("model") or {}).get("init")
     start = f"from `{init}`" if init else "from a random initialisation"
     lines = [

@@ -62,7 +62,9 @@ def hub_id(text: str) -> tuple[str, str | None] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def resolve_model(src: str | Path, what: str = "source", config_only: bool = False) -> ResolvedModel:
+def resolve_model(
+    src: str | Path, what: str = "source", config_only: bool = False
+) -> ResolvedModel:
     """The local folder behind ``src`` (a folder, hub id or .gguf file); ``what`` names the
     argument in errors. ``config_only`` fetches a hub model's config and tokenizer, no weights.
     A path that exists is always taken as a path; other problems are left to the reader of the
@@ -168,17 +170,22 @@ def gguf_folder(path: Path, root: Path | None = None, quiet: bool = False) -> Pa
     """A float32 Hugging Face folder de-quantised from the GGUF file ``path`` (built once)."""
     path = Path(path)
     final = (root or cache_root()) / "gguf" / f"{path.stem}-{_gguf_key(path)}"
-    if (final / GGUF_MARKER).is_file() and (final / "config.json").is_file():
-        return final
-    types = _file_types(path)
+    if not ((final / GGUF_MARKER).is_file() and (final / "config.json").is_file()):
+        _build(path, final)
     if not quiet:
+        types = json.loads((final / GGUF_MARKER).read_text()).get("types") or ["unknown types"]
         print(
-            f"note: de-quantising {path.name} ({', '.join(types) or 'unknown types'}) to float32 "
-            f"in {final}; quantised weights are lossy: the result carries the file's "
-            f"quantisation error (transformers reads GGUF types {', '.join(gguf_types())})",
+            f"note: {path.name} ({', '.join(types)}) de-quantised to float32 in {final}; "
+            f"quantised weights are lossy: the result carries the file's quantisation error "
+            f"(transformers reads GGUF types {', '.join(gguf_types())})",
             file=sys.stderr,
             flush=True,
         )
+    return final
+
+
+def _build(path: Path, final: Path) -> None:
+    types = _file_types(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -189,7 +196,6 @@ def gguf_folder(path: Path, root: Path | None = None, quiet: bool = False) -> Pa
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _convert(gguf: Path, out: Path, types: list[str]) -> None:
@@ -215,7 +221,7 @@ def _convert(gguf: Path, out: Path, types: list[str]) -> None:
     # reloads as a plain checkpoint
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     size = gguf.stat().st_size

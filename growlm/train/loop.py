@@ -23,6 +23,7 @@ from transformers import PretrainedConfig
 from growlm.data.sampler import WindowSampler
 from growlm.errors import InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
+from growlm.io.model_card import train_card
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     CHECKPOINTS,
@@ -51,6 +52,7 @@ from growlm.train.model import (
     build_model,
     compile_blocks,
     init_folder,
+    init_metadata,
     load_init_weights,
     model_flops_per_token,
     param_count,
@@ -191,7 +193,7 @@ class Trainer:
             # killed between the stage's checkpoint and its export: export it now (rank 0
             # decides, so every rank takes part in the same collectives)
             if distributed.broadcast_object(self.ctx, not finished.is_dir()):
-                self._export(finished, model, config)
+                self._export(finished, model, config, progress)
         logger = MetricsLogger(
             self.out,
             self.ctx.is_main,
@@ -249,10 +251,10 @@ class Trainer:
                 prev_optim = distributed.full_optim_state(wrapped, optimizer)
                 local_optim = None
                 self._save_checkpoint(wrapped, optimizer, config, progress, prev_optim)
-                self._export(self.out / stage.name, wrapped, config)
+                self._export(self.out / stage.name, wrapped, config, progress)
             if wrapped is None:
                 wrapped = self._prepare_model(model)
-            self._export(self.out / FINAL, wrapped, config)
+            self._export(self.out / FINAL, wrapped, config, progress)
         finally:
             logger.close()
         distributed.barrier(self.ctx)
@@ -644,11 +646,22 @@ class Trainer:
             shards_from=staging,
         )
 
-    def _export(self, folder: Path, model: nn.Module, config: PretrainedConfig) -> None:
+    def _export(
+        self, folder: Path, model: nn.Module, config: PretrainedConfig, progress: Progress
+    ) -> None:
         weights = distributed.full_state(model)
         with distributed.all_or_none(self.ctx, f"export of {folder.name}"):
             if self.ctx.is_main:
-                export_hf(folder, config, weights, self.data.tokenizer_dir)
+                card = self._card(folder.name, progress)
+                export_hf(folder, config, weights, self.data.tokenizer_dir, card)
+
+    def _card(self, name: str, progress: Progress) -> str:
+        """The model card of an export: the recipe's stages up to the one just trained."""
+        stage = len(self.recipe.stages) - 1 if name == FINAL else progress.stage
+        init = self.recipe.model.init
+        source = init_metadata(init) if init else {}
+        recipe = _plain(recipe_to_dict(self.recipe))
+        return train_card(name, recipe, stage, progress.step, progress.tokens, source)
 
 
 def token_loss(

@@ -57,6 +57,20 @@ def init_folder(init: str) -> Path:
     return resolve_model(init, what="model.init").path
 
 
+def init_metadata(init: str) -> dict[str, Any]:
+    """base_model and licence of ``model.init`` for the model cards of the run's exports."""
+    from growlm.io.model_card import source_metadata
+    from growlm.io.resolve import hub_id
+
+    folder = init_folder(init)
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = {}
+    parsed = None if Path(init).exists() else hub_id(init)
+    return source_metadata(folder, raw if isinstance(raw, dict) else {}, parsed and parsed[0])
+
+
 def load_config(folder: Path, what: str = "model.init") -> PretrainedConfig:
     """The HF config of ``folder``; errors name it as ``what`` (a recipe key or "checkpoint")."""
     file = folder / "config.json"
