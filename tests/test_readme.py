@@ -64,7 +64,7 @@ def test_readme_quick_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     for line in lines:
         capsys.readouterr()
         code = cli.main(shlex.split(line)[1:])
-        out, err = capsys.readouterr()
+        err = capsys.readouterr().err
         assert code == 0, f"{line!r} failed: {err.strip()}"
     # each tour line did what its comment says
     card = lambda d: (work / d / "README.md").read_text()  # noqa: E731
