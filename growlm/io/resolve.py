@@ -203,9 +203,10 @@ def _convert(gguf: Path, out: Path, types: list[str]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        where = str(gguf.parent)
+        tok = AutoTokenizer.from_pretrained(where, gguf_file=gguf.name, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            where, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
         )
     except ImportError as exc:
         raise NotACausalLM(
