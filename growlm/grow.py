@@ -39,6 +39,7 @@ from growlm.ops.planner import build_plan
 
 LEARN_SEQ_LEN = 128
 LEARN_BATCH_SIZE = 8
+LEARN_POOL_TOKENS = 1 << 20  # learn-*: --data text tokenized up to max(this, 4x what steps read)
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _TMP_MARKER = ".growlm-tmp-"  # OUT is written as .<OUT name>.growlm-tmp-<pid>, then renamed
 
@@ -357,7 +358,11 @@ def _learn_weights(
     if opts.steps > 0:
         assert opts.data is not None
         vocab = ligo.vocab_rows(source.config, weights)
-        batches = path_batches(opts.data, source.path, vocab, opts.seq_len, opts.batch_size, seed)
+        # text is tokenized only as far as a generous pool for the steps' windows needs
+        pool = max(LEARN_POOL_TOKENS, 4 * opts.steps * opts.batch_size * (opts.seq_len + 1))
+        batches = path_batches(
+            opts.data, source.path, vocab, opts.seq_len, opts.batch_size, seed, max_tokens=pool
+        )
     result = ligo.learn(source.config, weights, op, params, batches, seed=seed, on_step=progress)
     keep = (
         "steps",
