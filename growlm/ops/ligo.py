@@ -447,11 +447,7 @@ def _module(conf: Any, device: torch.device) -> torch.nn.Module:
     supplies every one) so only buffers such as rotary frequencies stay."""
     from transformers import AutoModelForCausalLM
 
-    try:  # the random initialisation of weights that are dropped at once is wasted time
-        from transformers.initialization import no_init_weights
-    except ImportError:  # older transformers
-        no_init_weights = contextlib.nullcontext  # type: ignore[assignment]
-    with torch.device(device), no_init_weights():
+    with torch.device(device):
         model = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
     for p in model.parameters():
         p.data = torch.empty(0, device=device)
