@@ -13,6 +13,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
 import subprocess
@@ -87,6 +88,7 @@ def _profile(growlm, src: Path, data: Path, top: int) -> dict:
         "command": command,
         "data_bytes": data.stat().st_size,
         "wall_s": round(wall, 2),
+        "load_average_1min_after": round(os.getloadavg()[0], 2),  # the machine is shared
         "map_training_loss": [report.get("loss_first"), report.get("loss_last")],
         "top_cumulative": rows[:top],
     }

@@ -39,7 +39,7 @@ from growlm.ops.planner import build_plan
 
 LEARN_SEQ_LEN = 128
 LEARN_BATCH_SIZE = 8
-LEARN_POOL_TOKENS = 1 << 20  # learn-*: --data text tokenized up to max(this, 4x what steps read)
+LEARN_POOL_TOKENS = 1 << 17  # learn-*: --data text tokenized up to max(this, 4x what steps read)
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _TMP_MARKER = ".growlm-tmp-"  # OUT is written as .<OUT name>.growlm-tmp-<pid>, then renamed
 
