@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("grow", help="grow a Hugging Face checkpoint with a growth operator")
-    g.add_argument("src", help="source checkpoint folder (config.json + safetensors or .bin)")
+    g.add_argument(
+        "src",
+        help="source: checkpoint folder (config.json + safetensors or .bin; a Trainer "
+        "checkpoint-N also grows its AdamW state), hub id org/name[@revision] or .gguf file",
+    )
     g.add_argument("out", nargs="?", help="output folder (written atomically)")
     g.add_argument(
         "--op",

@@ -28,7 +28,9 @@ from growlm.errors import (
 from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
+from growlm.io.model_card import add_check, grow_facts, write_grow_card
 from growlm.io.output import check_output, staged_output
+from growlm.io.resolve import resolve_model
 from growlm.io.safetensors_stream import nbytes, write_sharded
 from growlm.ops.plan import Mode, Plan
 from growlm.ops.planner import build_plan
@@ -36,6 +38,7 @@ from growlm.preflight import check_bounds, check_grown_config, check_source
 
 LEARN_SEQ_LEN = 128
 LEARN_BATCH_SIZE = 8
+LEARN_POOL_TOKENS = 1 << 17  # learn-*: --data text tokenized up to max(this, 4x what steps read)
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RECORD = "growth.json"  # the growth record: also what lets --force replace a grown folder
 # everything a grown folder holds; with --force, anything else in OUT is the user's
@@ -47,6 +50,13 @@ MEMBERS = (
     "model-*.safetensors",
     "model.safetensors.index.json",
     *SIDE_FILES,
+    # a grown transformers.Trainer checkpoint-N (growlm/train/hf_trainer.py)
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "trainer_state.json",
+    "training_args.bin",
+    "rng_state*.pth",
 )
 
 
@@ -234,7 +244,8 @@ def grow(
             raise InvalidGrowth(f"--dtype must be one of {', '.join(SPELLINGS)}, got {dtype!r}")
         dtype = long_name(dtype)
     max_shard = parse_size(shard_size)
-    source = SourceCheckpoint(src)
+    resolved = resolve_model(src)  # a folder, hub id or .gguf file
+    source = SourceCheckpoint(resolved.path)
     out_path: Path | None = None
     if not dry_run:
         if out is None:
@@ -283,7 +294,16 @@ def grow(
         with staged_output(
             out_path, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
         ) as tmp:
-            _write(source, plan, tmp, out_dtype, max_shard, tensors, record)
+            facts = grow_facts(source.path, source.config, report, resolved.hub_id)
+            extra = {**resolved.record(), **facts, **record}
+            from growlm.train import hf_trainer
+
+            if hf_trainer.is_trainer_checkpoint(source.path):  # a checkpoint-N: AdamW grows too
+                cfgs = (source.config, plan.config)
+                extra.update(
+                    hf_trainer.grow_trainer_state(source.path, *cfgs, op, params, seed, tmp)
+                )
+            _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
             fault_point("grow.written")
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -295,10 +315,12 @@ def grow(
     if check:
         from growlm.check import check_growth
 
-        report.update(check_growth(source.path, out_path, out_dtype or _main_dtype(source)))
-        report["function_preserving"] = bool(
-            plan.function_preserving and report["check_within_tolerance"]
+        checked = check_growth(source.path, out_path, out_dtype or _main_dtype(source))
+        checked["function_preserving"] = bool(
+            plan.function_preserving and checked["check_within_tolerance"]
         )
+        report.update(checked)
+        add_check(out_path, checked)  # into growth.json and the model card
     return report
 
 
@@ -426,7 +448,11 @@ def _learn_weights(
     if opts.steps > 0:
         assert opts.data is not None
         vocab = ligo.vocab_rows(source.config, weights)
-        batches = path_batches(opts.data, source.path, vocab, opts.seq_len, opts.batch_size, seed)
+        # text is tokenized only as far as a generous pool for the steps' windows needs
+        pool = max(LEARN_POOL_TOKENS, 4 * opts.steps * opts.batch_size * (opts.seq_len + 1))
+        batches = path_batches(
+            opts.data, source.path, vocab, opts.seq_len, opts.batch_size, seed, max_tokens=pool
+        )
     result = ligo.learn(source.config, weights, op, params, batches, seed=seed, on_step=progress)
     keep = (
         "steps",
@@ -454,9 +480,11 @@ def _write(
     max_shard: int,
     tensors: dict[str, torch.Tensor] | None = None,
     extra_record: dict[str, Any] | None = None,
+    card_name: str | None = None,
 ) -> None:
     """Write the plan's output into ``tmp``: streamed from the source, or ``tensors`` computed
-    in memory (learned growth), with config.json, side files and growth.json (+ extra_record)."""
+    in memory (learned growth), with config.json, side files, growth.json (+ extra_record) and
+    the model card (README.md; ``card_name`` is the folder name it shows)."""
     items = _out_items(source, plan, out_dtype)
     dtypes = {name: dt for name, _, dt in items}
 
@@ -475,6 +503,7 @@ def _write(
 
     write_sharded(tmp, items, stream(), max_shard)
     cfg = dict(plan.config)
+    cfg.pop("_name_or_path", None)  # the source's name, not this model's
     if out_dtype is not None:
         name = str(out_dtype).removeprefix("torch.")
         for key in ("torch_dtype", "dtype"):
@@ -497,6 +526,7 @@ def _write(
         **(extra_record or {}),
     }
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    write_grow_card(tmp, record, card_name)
 
 
 def grow_tensors(

@@ -411,6 +411,47 @@ def _(c):
     return ["grow", str(src), str(c.path("out")), "--op", "param-tokens"]
 
 
+@case(
+    "grow: hub id not in the cache, offline",
+    NotACausalLM,
+    "growlm-test/absent is not a local folder and not in the hub cache",
+    "HF_HUB_OFFLINE=1",
+)
+def _(c):
+    return grow(c, Path("growlm-test/absent"))
+
+
+@case("grow: .gguf file missing", NotACausalLM, "does not exist: give a .gguf file")
+def _(c):
+    return grow(c, c.path("model.gguf"))
+
+
+@case(
+    "grow: .gguf file that is not GGUF",
+    CorruptCheckpoint,
+    "transformers cannot read",
+    "it reads GGUF files of tensor types",
+)
+def _(c):
+    return grow(c, Path(c.write("model.gguf", b"not a gguf file")))
+
+
+@case(
+    "grow: Trainer checkpoint with a custom optimizer",
+    InvalidGrowth,
+    "default AdamW groups (decay / no decay)",
+    "delete optimizer.pt to grow the weights alone",
+)
+def _(c):
+    import torch
+
+    src = c.llama("checkpoint-2")
+    (src / "trainer_state.json").write_text("{}")
+    state = {"state": {}, "param_groups": [{"params": [0, 1], "lr": 1e-3}]}
+    torch.save(state, src / "optimizer.pt")
+    return grow(c, src)
+
+
 # ---- train --------------------------------------------------------------------------------
 @case("train: recipe missing", InvalidRecipe, "does not exist")
 def _(c):
@@ -772,6 +813,11 @@ def _(c):
 
 
 # ---- plan ---------------------------------------------------------------------------------
+@case("plan: --model hub id not cached, offline", NotACausalLM, "not in the hub cache")
+def _(c):
+    return ["plan", "--model", "growlm-test/absent", "--tokens", "1e9"]
+
+
 @case("plan: no target", AnalysisError, "give the target size: --params N or --model CONFIG")
 def _(c):
     return ["plan", "--tokens", "1e9"]
@@ -909,6 +955,11 @@ def _(c):
 
 
 # ---- eval ---------------------------------------------------------------------------------
+@case("eval: hub id not cached, offline", NotACausalLM, "model growlm-test/absent is not a local")
+def _(c):
+    return evaluate(c, "growlm-test/absent", "--data", c.write("t.txt", TEXT))
+
+
 @case("eval: nothing to do", EvalError, "give --data (perplexity) and/or --tasks (lm-eval)")
 def _(c):
     return evaluate(c, c.model_src)

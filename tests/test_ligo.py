@@ -451,3 +451,37 @@ def test_seq_len_default_fits_a_short_context_model(positions, expected, tmp_pat
     data = tmp_path / "t.txt"
     data.write_text("text")
     assert _learn_data(source, settings, data, None, None).seq_len == expected  # type: ignore[arg-type]
+
+
+def test_text_data_is_tokenized_in_pieces_and_only_as_far_as_needed(tmp_path, monkeypatch):
+    from growlm.data.batches import _pieces, path_batches
+    from growlm.data.tokenizer import train_tokenizer
+
+    text = "".join(f"line {i} of the corpus, with some words.\n" for i in range(5000))
+    pieces = list(_pieces(text, size=1000))
+    assert "".join(pieces) == text and all(p.endswith("\n") for p in pieces)
+    assert max(len(p) for p in pieces) <= 1000 and len(pieces) > 100
+    tok = train_tokenizer([text], 300, tmp_path / "tok")
+    (tmp_path / "corpus.txt").write_text(text)
+    assert tok.vocab_size == 300
+    seen: list[int] = []
+    from growlm.data import batches as mod
+
+    original = mod._tokenizer
+
+    def counting(folder):
+        hf = original(folder)
+
+        class Counted:
+            eos_token_id = hf.eos_token_id
+
+            def __call__(self, piece, **kw):
+                seen.append(len(piece))
+                return hf(piece, **kw)
+
+        return Counted()
+
+    monkeypatch.setattr(mod, "_tokenizer", counting)
+    take = path_batches(tmp_path / "corpus.txt", tmp_path / "tok", 300, 8, 2, max_tokens=64)
+    assert take(0).shape == (2, 9)
+    assert sum(seen) <= 2 * mod.PIECE_CHARS and sum(seen) < len(text)  # stopped early

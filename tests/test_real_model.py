@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from real_model import RealModelMissing, smollm2_dir
+from real_model import RealModelMissing, gguf_path, smollm2_dir
 from safetensors import safe_open
 
 import growlm
@@ -78,12 +78,14 @@ def grown(smollm2, tmp_path_factory):
         "stack": dict(op="stack", factor=2, dtype="bfloat16", shard_size="100MB"),
         "solar": dict(op="solar", drop=8, dtype="bfloat16"),
     }
+    # SOLAR reads the GGUF file itself (resolved to the same cached float32 folder)
+    sources = {"solar": gguf_path()}
     done: dict[str, tuple[Path, dict]] = {}
 
     def get(name: str) -> tuple[Path, dict]:
         if name not in done:
             out = root / name
-            report = growlm.grow(smollm2, out, **recipes[name])
+            report = growlm.grow(sources.get(name, smollm2), out, **recipes[name])
             done[name] = (out, report)
         return done[name]
 
@@ -234,3 +236,22 @@ def test_sharded_output_loads_and_matches_sources(grown, smollm2):
     model = _load(out)
     assert len(model.model.layers) == 60
     assert model.model.embed_tokens.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+# -- a GGUF file as SRC ----------------------------------------------------------------------------
+def test_gguf_file_is_a_source(grown, smollm2, capfd):
+    from growlm.io.model_card import front_matter
+    from growlm.io.resolve import resolve_model
+
+    out, report = grown("solar")
+    assert report["src"] == str(smollm2)  # the de-quantised folder the tests use
+    record = json.loads((out / "growth.json").read_text())
+    assert record["source_gguf"] == str(gguf_path().resolve())
+    card = (out / "README.md").read_text()
+    assert "de-quantised to float32" in card
+    assert front_matter(card)["tags"] == ["growlm", "model-growth", "solar"]
+    resolved = resolve_model(gguf_path())
+    assert resolved.path == smollm2 and resolved.gguf == str(gguf_path().resolve())
+    note = capfd.readouterr().err
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf (F32, Q4_1, Q8_0) de-quantised" in note, note
+    assert "quantised weights are lossy" in note and "transformers reads GGUF types" in note

@@ -202,3 +202,21 @@ def test_moments_follow_the_growth_operator():
         assert torch.equal(grown[name]["exp_avg_sq"], state[src]["exp_avg_sq"])
         assert grown[name]["step"].item() == 7.0
     assert torch.equal(grown["lm_head.weight"]["exp_avg"], state["lm_head.weight"]["exp_avg"])
+
+
+def test_exports_have_a_model_card_and_generation_config(run):
+    from growlm.io.model_card import front_matter
+
+    out, _ = run
+    for name, tokens, grown in (("base", STEPS * 512, False), ("final", 2 * STEPS * 512, True)):
+        card = (out / name / "README.md").read_text()
+        meta = front_matter(card)
+        assert meta["library_name"] == "transformers" and "base_model" not in meta  # random init
+        assert meta["tags"] == (["growlm", "model-growth", "stack"] if grown else ["growlm"])
+        assert f"{tokens:,} tokens" in card and "recipe `tiny` (seed 1234)" in card
+        assert ("grown first by `stack` (factor=2)" in card) == grown
+        assert f'from_pretrained("{name}")' in card
+        generation = json.loads((out / name / "generation_config.json").read_text())
+        config = json.loads((out / name / "config.json").read_text())
+        assert generation["eos_token_id"] == config["eos_token_id"]
+        assert "_name_or_path" not in config

@@ -49,7 +49,12 @@ def _add_plan(sub: Any) -> None:
         "(Du et al. 2024), g = 4; warns outside the range it was fitted on.",
     )
     p.add_argument("--params", type=number, help="target parameter count N (7e9, 7B)")
-    p.add_argument("--model", type=Path, help="target config.json, HF folder or growlm recipe")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="target config.json, HF folder, hub id org/name[@rev], .gguf file or growlm recipe "
+        "(a model's tokenizer goes into --write-recipe)",
+    )
     p.add_argument("--tokens", type=number, help="token budget D")
     p.add_argument("--compute", type=number, help="FLOPs budget C (instead of --tokens)")
     p.add_argument("--growth-factor", type=int, help="override g")
@@ -305,7 +310,9 @@ def _add_eval(sub: Any) -> None:
         "eval",
         help="perplexity / bits per byte on text, or lm-eval tasks, of an HF model folder",
     )
-    p.add_argument("model", type=Path, help="HF model folder with its tokenizer")
+    p.add_argument(
+        "model", type=Path, help="HF model folder with its tokenizer, hub id or .gguf file"
+    )
     p.add_argument("--data", type=Path, help="text file, folder of text, or prepared shards")
     p.add_argument("--max-length", type=int, help="window tokens (default: max positions)")
     p.add_argument("--stride", type=int, help="new tokens per window (default: half)")
@@ -342,13 +349,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shard_token_ids,
         text_documents,
     )
+    from growlm.io.resolve import resolve_model
 
     if not args.data and not args.tasks:
         raise EvalError("give --data (perplexity) and/or --tasks (lm-eval)")
     check_window_args(args.max_length, args.stride)
-    if not args.model.exists():
+    folder = resolve_model(args.model, what="model").path  # a folder, hub id or .gguf file
+    if not folder.exists():
         raise EvalError(f"model folder {str(args.model)!r} does not exist")
-    model, tokenizer = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model(folder, trust_remote_code=args.trust_remote_code)
     out: dict[str, Any] = {"model": str(args.model)}
     if args.data:
         if is_shards(args.data):

@@ -21,6 +21,7 @@ class ModelSpec:
     config: dict[str, Any]
     recipe: dict[str, Any] | None = None  # the parsed growlm recipe, when --model was one
     recipe_path: Path | None = None
+    folder: Path | None = None  # the model folder, when --model was one (hub id, .gguf)
 
     @property
     def layers(self) -> int:
@@ -35,14 +36,25 @@ class ModelSpec:
             "num_hidden_layers",
         )
         return ModelSpec(
-            self.model_type, {**self.config, key: layers}, self.recipe, self.recipe_path
+            self.model_type,
+            {**self.config, key: layers},
+            self.recipe,
+            self.recipe_path,
+            self.folder,
         )
 
 
 def load_model_spec(path: Path | str) -> ModelSpec:
-    """Read a config.json, a checkpoint folder holding one, or a growlm recipe YAML."""
+    """Read a config.json, a checkpoint folder holding one (or a hub id / .gguf file that
+    resolves to one), or a growlm recipe YAML."""
+    from growlm.io.resolve import resolve_model
+
     p = Path(path)
+    folder = None
+    if p.suffix not in (".json", ".yaml", ".yml"):
+        p = resolve_model(path, what="--model", config_only=True).path
     if p.is_dir():
+        folder = p
         p = p / "config.json"
     if not p.is_file():
         raise AnalysisError(f"--model {str(path)!r}: no such config.json, folder or recipe")
@@ -55,7 +67,7 @@ def load_model_spec(path: Path | str) -> ModelSpec:
     if not isinstance(config, dict) or "model_type" not in config:
         raise AnalysisError(f"--model {str(p)!r}: config.json has no model_type")
     model_type = str(config.pop("model_type"))
-    return ModelSpec(model_type, config)
+    return ModelSpec(model_type, config, folder=folder)
 
 
 def _from_recipe(path: Path) -> ModelSpec:

@@ -31,7 +31,10 @@ def plan_recipe(plan: Plan, model: ModelSpec, name: str = "planned") -> dict[str
     config = {k: v for k, v in small.items() if k not in _DROP and not k.startswith("_")}
     base = dict(model.recipe or {})
     data = dict(base.get("data") or {"sources": ["default"]})
-    if model.recipe is None and "vocab_size" in model.config:
+    tokenizer = model_tokenizer(model)
+    if tokenizer is not None:
+        data["tokenizer"] = str(tokenizer)  # the target's own tokenizer, not a new BPE
+    elif model.recipe is None and "vocab_size" in model.config:
         data["vocab_size"] = int(model.config["vocab_size"])
     optim = dict(base.get("optim") or {})
     optim["lr"] = BASE_LR
@@ -55,6 +58,14 @@ def plan_recipe(plan: Plan, model: ModelSpec, name: str = "planned") -> dict[str
         },
     ]
     return recipe
+
+
+def model_tokenizer(model: ModelSpec) -> Path | None:
+    """The folder of --model when it holds a tokenizer (the recipe then trains with it)."""
+    if model.folder is None or model.recipe is not None:
+        return None
+    files = ("tokenizer.json", "tokenizer.model", "vocab.json")
+    return model.folder.resolve() if any((model.folder / f).is_file() for f in files) else None
 
 
 def write_plan_recipe(plan: Plan, model: ModelSpec, path: Path | str) -> Path:

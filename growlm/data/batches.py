@@ -4,7 +4,7 @@ windows of ``seq_len + 1`` tokens from text, tokenized with a model's own tokeni
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,13 @@ def path_batches(
     seq_len: int,
     batch_size: int,
     seed: int = 0,
+    max_tokens: int | None = None,
 ) -> Callable[[int], torch.Tensor]:
     """Batches of ``seq_len + 1`` token windows from a text file, a folder of text files
-    (tokenized with the tokenizer in ``tokenizer_dir``) or a ``growlm data prepare`` folder."""
+    (tokenized with the tokenizer in ``tokenizer_dir``) or a ``growlm data prepare`` folder.
+    Text is tokenized in pieces of about ``PIECE_CHARS`` characters (cut after a newline) and
+    only until ``max_tokens`` tokens are in hand (None: all of it), so a few steps on a large
+    corpus do not wait for the whole corpus to be tokenized."""
     import numpy as np
 
     from growlm.data.sampler import TokenWindows, WindowSampler
@@ -43,11 +47,20 @@ def path_batches(
     else:
         tok = _tokenizer(tokenizer_dir)
         ids: list[int] = []
+        enough = False
         for file in resolve_files(str(path)):
             for doc in iter_file_documents(file, "text"):
-                ids += tok(doc, add_special_tokens=False)["input_ids"]
-                if tok.eos_token_id is not None:
+                for piece in _pieces(doc):
+                    ids += tok(piece, add_special_tokens=False)["input_ids"]
+                    enough = max_tokens is not None and len(ids) >= max_tokens
+                    if enough:
+                        break
+                if tok.eos_token_id is not None and not enough:
                     ids.append(int(tok.eos_token_id))
+                if enough:
+                    break
+            if enough:
+                break
         arr = np.asarray(ids, dtype=np.int64)
         if arr.size and int(arr.max()) >= vocab_size:
             raise InvalidData(
@@ -64,6 +77,22 @@ def path_batches(
     windows = TokenWindows(arrays, seq_len, "data")
     sampler = WindowSampler(windows.count, seed)
     return lambda step: windows.batch(sampler.take(batch_size))
+
+
+PIECE_CHARS = 1 << 16
+
+
+def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """``text`` in consecutive pieces of about ``size`` characters, each cut after a newline
+    where there is one (a byte-level BPE splits there anyway)."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind("\n", start, end)
+            end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
 
 
 def _tokenizer(folder: str | Path) -> Any:

@@ -377,8 +377,8 @@ class Maps:
             d = self.params[f"depth.{ts.name}"]
             srcs = [wide[n] for n in self.kind_sources[ts.name]]
             flops += 2.0 * d.shape[1] * srcs[0].numel()  # this output layer's row of the mix
-            if exact:
-                out[tp.name] = _mix_exact(d[layer], srcs)
+            if exact and (j := _one_hot(d[layer])) is not None:
+                out[tp.name] = srcs[j]  # a plain copy, bit for bit
                 continue
             if ts.name not in mixed:
                 mixed[ts.name] = list(torch.tensordot(d, torch.stack(srcs), dims=1).unbind(0))
@@ -390,15 +390,11 @@ class Maps:
         return [f"learned {k} {list(v.shape)}" for k, v in self.params.items()]
 
 
-def _mix_exact(row: torch.Tensor, srcs: list[torch.Tensor]) -> torch.Tensor:
+def _one_hot(row: torch.Tensor) -> int | None:
+    """The source index when a depth-map row copies exactly one source layer, else None."""
     values = row.tolist()
     nonzero = [j for j, v in enumerate(values) if v != 0.0]
-    if len(nonzero) == 1 and values[nonzero[0]] == 1.0:
-        return srcs[nonzero[0]]
-    acc = torch.zeros_like(srcs[0])
-    for j in nonzero:
-        acc = acc + values[j] * srcs[j]
-    return acc
+    return nonzero[0] if len(nonzero) == 1 and values[nonzero[0]] == 1.0 else None
 
 
 # -- training ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import PretrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
 
 from growlm.data.tokenizer import copy_tokenizer_files
 from growlm.errors import (
@@ -231,8 +231,10 @@ def export_hf(
     config: PretrainedConfig,
     model_state: dict[str, torch.Tensor],
     tokenizer_dir: Path,
+    card: str | None = None,
 ) -> Path:
-    """Write a loadable HF checkpoint (safetensors + config + tokenizer) atomically."""
+    """Write a loadable HF checkpoint (safetensors, config, generation config, tokenizer and
+    the model card ``card``) atomically."""
     tmp = folder.parent / f".tmp-{folder.name}"
     try:
         if tmp.exists():
@@ -244,7 +246,10 @@ def export_hf(
         save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         fault_point("export.model")
         config.to_json_file(str(tmp / "config.json"))
+        GenerationConfig.from_model_config(config).save_pretrained(str(tmp))
         copy_tokenizer_files(tokenizer_dir, tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         fault_point("export.files")
         fsync_files(tmp)
         replace_dir(tmp, folder)

@@ -23,6 +23,7 @@ from transformers import PretrainedConfig
 from growlm.data.sampler import WindowSampler
 from growlm.errors import InvalidData, InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
+from growlm.io.model_card import train_card
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     CHECKPOINTS,
@@ -50,6 +51,8 @@ from growlm.train.model import (
     build_config,
     build_model,
     compile_blocks,
+    init_folder,
+    init_metadata,
     load_config,
     load_init_weights,
     model_flops_per_token,
@@ -109,7 +112,7 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False) -> RunResult:
         torch.set_num_threads(recipe.run.threads)
     data = open_training_data(recipe.data, ctx)
     if recipe.model.init is not None:
-        rows = int(load_config(Path(recipe.model.init)).vocab_size)
+        rows = int(load_config(init_folder(recipe.model.init)).vocab_size)
         if data.vocab_size > rows:
             raise InvalidData(
                 f"the data's tokenizer has {data.vocab_size} ids but model.init "
@@ -202,7 +205,7 @@ class Trainer:
             # killed between the stage's checkpoint and its export: export it now (rank 0
             # decides, so every rank takes part in the same collectives)
             if distributed.broadcast_object(self.ctx, not finished.is_dir()):
-                self._export(finished, model, config)
+                self._export(finished, model, config, progress)
         logger = MetricsLogger(
             self.out,
             self.ctx.is_main,
@@ -260,10 +263,10 @@ class Trainer:
                 prev_optim = distributed.full_optim_state(wrapped, optimizer)
                 local_optim = None
                 self._save_checkpoint(wrapped, optimizer, config, progress, prev_optim)
-                self._export(self.out / stage.name, wrapped, config)
+                self._export(self.out / stage.name, wrapped, config, progress)
             if wrapped is None:
                 wrapped = self._prepare_model(model)
-            self._export(self.out / FINAL, wrapped, config)
+            self._export(self.out / FINAL, wrapped, config, progress)
         finally:
             logger.close()
         distributed.barrier(self.ctx)
@@ -369,7 +372,7 @@ class Trainer:
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
         model = self._build_model(config)
         if self.recipe.model.init is not None:
-            weights = load_init_weights(Path(self.recipe.model.init))
+            weights = load_init_weights(init_folder(self.recipe.model.init))
             self._load_weights(model, module_layout(config, weights))  # MoE: experts fused
         return model
 
@@ -686,11 +689,22 @@ class Trainer:
             shards_from=staging,
         )
 
-    def _export(self, folder: Path, model: nn.Module, config: PretrainedConfig) -> None:
+    def _export(
+        self, folder: Path, model: nn.Module, config: PretrainedConfig, progress: Progress
+    ) -> None:
         weights = distributed.full_state(model)
         with distributed.all_or_none(self.ctx, f"export of {folder.name}"):
             if self.ctx.is_main:
-                export_hf(folder, config, weights, self.data.tokenizer_dir)
+                card = self._card(folder.name, progress)
+                export_hf(folder, config, weights, self.data.tokenizer_dir, card)
+
+    def _card(self, name: str, progress: Progress) -> str:
+        """The model card of an export: the recipe's stages up to the one just trained."""
+        stage = len(self.recipe.stages) - 1 if name == FINAL else progress.stage
+        init = self.recipe.model.init
+        source = init_metadata(init) if init else {}
+        recipe = _plain(recipe_to_dict(self.recipe))
+        return train_card(name, recipe, stage, progress.step, progress.tokens, source)
 
 
 def token_loss(

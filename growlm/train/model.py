@@ -3,6 +3,7 @@ parameter and FLOP counts the logs report."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ def build_config(model: ModelConfig, vocab_size: int, eos_id: int) -> Pretrained
     HF configs accept any keyword silently, so keys the family does not know are rejected here
     (a typo like ``hiden_size`` would otherwise train the default model)."""
     if model.init is not None:
-        return load_config(Path(model.init))
+        return load_config(init_folder(model.init))
     try:
         defaults = AutoConfig.for_model(model.type)
     except (ValueError, KeyError):
@@ -46,6 +47,28 @@ def build_config(model: ModelConfig, vocab_size: int, eos_id: int) -> Pretrained
         ) from None
     config.use_cache = False
     return config
+
+
+@functools.cache
+def init_folder(init: str) -> Path:
+    """The local folder of ``model.init`` (a folder, hub id or .gguf file; resolved once)."""
+    from growlm.io.resolve import resolve_model
+
+    return resolve_model(init, what="model.init").path
+
+
+def init_metadata(init: str) -> dict[str, Any]:
+    """base_model and licence of ``model.init`` for the model cards of the run's exports."""
+    from growlm.io.model_card import source_metadata
+    from growlm.io.resolve import hub_id
+
+    folder = init_folder(init)
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = {}
+    parsed = None if Path(init).exists() else hub_id(init)
+    return source_metadata(folder, raw if isinstance(raw, dict) else {}, parsed and parsed[0])
 
 
 def load_config(folder: Path, what: str = "model.init") -> PretrainedConfig:

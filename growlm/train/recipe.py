@@ -72,7 +72,8 @@ class ModelConfig:
     init: str | None = field(
         default=None,
         metadata=doc(
-            "HF checkpoint folder whose weights start the first stage (null: random init)"
+            "checkpoint whose weights start the first stage: a folder, a hub id "
+            "org/name[@revision] or a .gguf file (null: random init)"
         ),
     )
     attn_implementation: str = field(
@@ -359,6 +360,8 @@ def _list_index(node: list[Any], part: str, where: str, item: str) -> int:
 
 
 def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    from growlm.io.resolve import hub_id
+
     def resolve(p: str) -> str:
         if p == "default" or p.startswith("hf:"):
             return p
@@ -372,7 +375,10 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
     if data.tokenizer:
         data.tokenizer = resolve(data.tokenizer)
     if recipe.model.init:
-        recipe.model.init = resolve(recipe.model.init)
+        init = recipe.model.init
+        local = resolve(init)
+        # a hub id stays as written unless a folder of that name lies beside the recipe
+        recipe.model.init = init if hub_id(init) and not Path(local).exists() else local
 
 
 def validate(recipe: Recipe) -> None:
