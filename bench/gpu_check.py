@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = Path(__file__).resolve().parent / "gpu_jobs.py"
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu_check.json"
-CHECKS = ("fp32", "bf16", "compiled", "grow", "resume")  # gpu_jobs.CHECKS (torch-free here)
+CHECKS = ("fp32", "bf16", "grow", "resume", "compiled")  # gpu_jobs.CHECKS (torch-free here)
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets, which quote the
 # sparse figure: dense is half of it. First pattern that matches torch's device name wins.
@@ -80,6 +80,15 @@ MODEL_FSDP: dict[str, Any] = {
     "num_attention_heads": 16,
     "num_key_value_heads": 16,
     "max_position_embeddings": 1024,
+}
+# --cpu-smoke's model for sections b and c (GQA, as the 1.1B)
+SMOKE_MODEL: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
 }
 TOL_FSDP = 1e-3  # max |loss diff| plain vs FSDP2 (fused vs foreach AdamW, same math)
 TARGET_MFU = 0.40
@@ -188,7 +197,11 @@ class Budget:
 
 # ---- running jobs --------------------------------------------------------------------------
 class JobFailed(Exception):
-    pass
+    """A job that exited non-zero or ran out of time; ``partial`` is what it saved before."""
+
+    def __init__(self, message: str, partial: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.partial = partial
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -228,7 +241,11 @@ def run_job(job: dict[str, Any], work: Path, timeout: float) -> dict[str, Any]:
     spec, result = work / f"{name}.job.json", work / f"{name}.result.json"
     spec.write_text(json.dumps(job))
     cmd = [sys.executable, str(JOBS), str(spec), str(result)]
-    run_command(cmd, timeout, _env(work / "cache"), work / f"{name}.log")
+    try:
+        run_command(cmd, timeout, _env(work / "cache"), work / f"{name}.log")
+    except JobFailed as exc:
+        saved = json.loads(result.read_text()) if result.is_file() else None
+        raise JobFailed(str(exc), saved) from None
     loaded: dict[str, Any] = json.loads(result.read_text())
     return loaded
 
@@ -243,8 +260,10 @@ def section_correctness(opts: argparse.Namespace, data: dict[str, str], budget: 
         "checks": [c for c in CHECKS if not (opts.cpu_smoke and c == "compiled")],
         "threads": opts.threads,
     }
-    result = run_job(job, opts.work, budget)
-    result.pop("growlm_modules", None)
+    try:
+        result = run_job(job, opts.work, budget)
+    except JobFailed as exc:
+        return {"status": "error", "error": str(exc), **(exc.partial or {})}
     return {"status": "passed" if result["passed"] else "failed", **result}
 
 
@@ -487,6 +506,15 @@ def git_revision() -> str | None:
     return (head + ("+dirty" if status else "")) if head else None
 
 
+def keep_logs(work: Path, to: Path) -> None:
+    """Every job's output next to the JSON (the scratch folder is deleted)."""
+    logs = sorted(work.rglob("*.log"))
+    if logs:
+        to.mkdir(parents=True, exist_ok=True)
+        for log in logs:
+            shutil.copyfile(log, to / str(log.relative_to(work)).replace(os.sep, "_"))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically (a partial file after each section, never a torn one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -522,14 +550,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts.fsdp_model, opts.fsdp_seq, opts.fsdp_batch, opts.fsdp_steps = MODEL_FSDP, 1024, 8, 8
     if opts.cpu_smoke:  # tiny everything: the plumbing, not a measurement
         opts.threads = 1
-        tiny = {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 64,
-        }
+        tiny = SMOKE_MODEL
         opts.model, opts.vocab, opts.seq = tiny, 512, 32
         opts.fsdp_model, opts.fsdp_seq, opts.fsdp_batch, opts.fsdp_steps = tiny, 32, 2, 3
         opts.max_batch = min(opts.max_batch, 4)
@@ -586,8 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             try:
                 section = SECTIONS[name](opts, data, share)
-            except JobFailed as exc:
-                section = {"status": "error", "error": str(exc)}
+            except Exception as exc:  # recorded; the next section still runs
+                section = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             section["budget_s"] = round(share, 1)
             section["wall_s"] = round(time.monotonic() - started, 1)
             failed |= section["status"] in ("failed", "error")
@@ -599,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         result["wall_s"] = round(opts.budget_s - budget.left(), 1)
         write_json(opts.out, result)
+        keep_logs(opts.work, opts.out.with_name(opts.out.stem + "-logs"))
         if opts.keep_work:
             print(f"scratch kept in {opts.work}")
         else:

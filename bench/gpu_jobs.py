@@ -158,7 +158,7 @@ def _interrupted_copy(run: Path, to: Path, keep_step: int) -> Path:
     return to
 
 
-CHECKS = ("fp32", "bf16", "compiled", "grow", "resume")
+CHECKS = ("fp32", "bf16", "grow", "resume", "compiled")  # cheap first: partial results
 
 
 def job_correctness(job: dict[str, Any]) -> dict[str, Any]:
@@ -167,22 +167,33 @@ def job_correctness(job: dict[str, Any]) -> dict[str, Any]:
     device, data, root = job["device"], Path(job["data"]), Path(job["root"])
     wanted = job.get("checks", CHECKS)
     checks: list[dict[str, Any]] = []
+    save = job.get("_save", lambda result: None)
+
+    def result() -> dict[str, Any]:
+        out = {"checks": checks, "passed": all(c["passed"] for c in checks)}
+        save(out)  # what is done so far survives a timeout
+        return out
+
     ref = train_losses(tiny_recipe(data, "cpu", "fp32"), root / "ref")
     if "fp32" in wanted:
         fp32 = train_losses(tiny_recipe(data, device, "fp32"), root / "fp32")
         checks.append(compare("fp32 on device vs fp32 on cpu", fp32, ref, TOL_FP32))
+        result()
     if "bf16" in wanted:
         bf16 = train_losses(tiny_recipe(data, device, "bf16"), root / "bf16")
         checks.append(compare("bf16 on device vs fp32 on cpu", bf16, ref, TOL_BF16))
+        result()
+    if "grow" in wanted:
+        checks.append(_grow_check(data, device, root))
+        result()
+    if "resume" in wanted:
+        checks.extend(_resume_checks(data, device, root))
+        result()
     if "compiled" in wanted:
         raw = tiny_recipe(data, device, "bf16", **{"run.compile": True})
         compiled = train_losses(raw, root / "compiled")
         checks.append(compare("bf16 compiled on device vs fp32 on cpu", compiled, ref, TOL_BF16))
-    if "grow" in wanted:
-        checks.append(_grow_check(data, device, root))
-    if "resume" in wanted:
-        checks += _resume_checks(data, device, root)
-    return {"checks": checks, "passed": all(c["passed"] for c in checks)}
+    return result()
 
 
 def _grow_check(data: Path, device: str, root: Path) -> dict[str, Any]:
@@ -419,10 +430,16 @@ def main() -> int:
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     started = time.perf_counter()
-    result = JOBS[job["job"]](job)
-    result["job_wall_s"] = round(time.perf_counter() - started, 2)
-    result["growlm_modules"] = sorted(m for m in sys.modules if m.startswith("growlm"))
-    Path(sys.argv[2]).write_text(json.dumps(result, indent=1) + "\n")
+    out = Path(sys.argv[2])
+
+    def save(result: dict[str, Any]) -> None:
+        result["job_wall_s"] = round(time.perf_counter() - started, 2)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, out)
+
+    job["_save"] = lambda result: save({**result, "partial": True})
+    save(JOBS[job["job"]](job))
     return 0
 
 
