@@ -44,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = Path(__file__).resolve().parent / "gpu_jobs.py"
 DEFAULT_OUT = ROOT / "bench" / "results" / "gpu_check.json"
+SMOKE_OUT = "bench/work/gpu_check-smoke.json"  # git-ignored: a smoke run is not a result
 CHECKS = ("fp32", "bf16", "grow", "resume", "compiled")  # gpu_jobs.CHECKS (torch-free here)
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets, which quote the
@@ -213,6 +214,10 @@ def _env(cache: Path) -> dict[str, str]:
         "TRANSFORMERS_VERBOSITY": "error",
         "TOKENIZERS_PARALLELISM": "false",
         "GROWLM_CACHE": str(cache),
+        # fewer fragmentation failures near the memory limit; the same for every arm
+        "PYTORCH_CUDA_ALLOC_CONF": os.environ.get(
+            "PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"
+        ),
     }
 
 
@@ -296,7 +301,9 @@ def section_throughput(opts: argparse.Namespace, data: dict[str, str], budget: f
         "flops_convention": "6 x matmul weights + 12 x layers x seq x heads x head_dim",
         "peak_flops": peak,
         "peak_source": peak_source,
-        "probe": {k: probe[k] for k in ("batch", "tried", "memory_limit_bytes")},
+        "probe": {
+            k: probe[k] for k in ("batch", "tried", "memory_limit_bytes", "flash_only_forward")
+        },
         "settings": {
             "both": "bf16 autocast, fp32 master weights, SDPA, fused AdamW, torch.compile",
             "growlm": "growlm train (per-block compile, compiled loss); stage-end checkpoint "
@@ -515,6 +522,15 @@ def keep_logs(work: Path, to: Path) -> None:
             shutil.copyfile(log, to / str(log.relative_to(work)).replace(os.sep, "_"))
 
 
+def measured(path: Path) -> bool:
+    """Whether ``path`` holds a result with a section that ran (never overwritten by skips)."""
+    try:
+        sections = json.loads(path.read_text()).get("sections", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(s.get("status") != "skipped" for s in sections.values())
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomically (a partial file after each section, never a torn one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -526,7 +542,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="result JSON")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"result JSON (default {DEFAULT_OUT.relative_to(ROOT)}; --cpu-smoke: {SMOKE_OUT})",
+    )
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget")
     parser.add_argument(
         "--sections",
@@ -542,6 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--git-rev", help="revision to record when the tree has no .git")
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
     opts = parser.parse_args(argv)
+    if opts.out is None:
+        opts.out = ROOT / SMOKE_OUT if opts.cpu_smoke else DEFAULT_OUT
     unknown = set(opts.sections.split(",")) - set(SECTIONS)
     if unknown:
         parser.error(f"--sections: unknown {', '.join(sorted(unknown))}")
@@ -584,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
             reason = "torch.cuda.is_available() is False: no GPU; run this on a GPU machine"
             result["sections"][name] = {"status": "skipped", "reason": reason}
             print(f"{SECTION_TITLES[name]}: skipped: {reason}", flush=True)
-        write_json(opts.out, result)
+        if measured(opts.out):
+            print(f"{opts.out} holds measured results: left as it is")
+        else:
+            write_json(opts.out, result)
         return 0
     opts.work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
     failed = False

@@ -290,7 +290,29 @@ def job_probe(job: dict[str, Any]) -> dict[str, Any]:
         return ok
 
     best = probe_batch(fits, int(job["max_batch"]))
-    return {"batch": best, "tried": tried, "memory_limit_bytes": limit}
+    return {
+        "batch": best,
+        "tried": tried,
+        "memory_limit_bytes": limit,
+        "flash_only_forward": _flash_only(model, vocab, seq, device),
+    }
+
+
+def _flash_only(model: torch.nn.Module, vocab: int, seq: int, device: torch.device) -> str:
+    """Whether the model's attention calls run with SDPA restricted to the flash kernel ("ok",
+    or the error): both arms call SDPA the same way, through transformers."""
+    if device.type != "cuda":
+        return "not on CUDA"
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    ids = torch.randint(0, vocab, (1, seq), device=device)
+    try:
+        flash = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+        with torch.no_grad(), flash, torch.autocast("cuda", dtype=torch.bfloat16):
+            model(input_ids=ids)
+    except RuntimeError as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return "ok"
 
 
 def _cuda_sync() -> None:

@@ -188,6 +188,21 @@ def test_without_a_gpu_every_section_skips_with_one_line(tmp_path):
     assert all("no GPU" in s["reason"] for s in result["sections"].values())
 
 
+def test_a_run_without_gpu_never_overwrites_measured_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu_check.json"
+    measured = {"sections": {"correctness": {"status": "passed"}, "fsdp": {"status": "skipped"}}}
+    out.write_text(json.dumps(measured))
+    assert gc.main(["--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == measured
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == f"{out} holds measured results: left as it is"
+    )
+    out.write_text(json.dumps({"sections": {"fsdp": {"status": "skipped"}}}))
+    assert gc.main(["--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["sections"]) == set(gc.SECTIONS)  # replaced
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return jobs.job_data(
