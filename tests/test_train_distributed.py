@@ -243,3 +243,49 @@ def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
     assert not (out / "checkpoints" / "step-00000002").exists()
     again = _train(out, cache, 2, extra, resume=True)
     assert [r["step"] for r in again][-1] == 8
+
+
+def test_one_launched_process_runs_fsdp2_and_matches_plain(tmp_path, monkeypatch):
+    """``torchrun --nproc_per_node 1`` with ``run.parallel: fsdp`` (bench/gpu_check.py's FSDP2
+    check on one GPU) shards the model with FSDP2 (DTensor parameters, through growth with the
+    moments carried) and trains like the plain process; run in-process with torchrun's env."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    from growlm.train import distributed
+    from growlm.train.loop import train
+    from growlm.train.metrics import read_metrics
+    from growlm.train.recipe import load_recipe
+
+    monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
+    plain = load_recipe(TINY, [*SETS, "run.threads=1"])
+    train(plain, tmp_path / "plain")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(
+        WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    sharded: list[bool] = []
+    real_wrap = distributed.wrap
+
+    def spy(model, ctx):
+        wrapped = real_wrap(model, ctx)
+        sharded.append(all(isinstance(p, DTensor) for p in wrapped.parameters()))
+        return wrapped
+
+    monkeypatch.setattr(distributed, "wrap", spy)
+    try:
+        train(load_recipe(TINY, [*SETS, "run.threads=1", "run.parallel=fsdp"]), tmp_path / "fsdp")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert sharded == [True, True]  # the base model and the grown one
+    ones = read_metrics(tmp_path / "plain" / "metrics.jsonl")
+    fsdp = read_metrics(tmp_path / "fsdp" / "metrics.jsonl")
+    assert len(ones) == len(fsdp) == 16  # 8 steps of 4 x 64 tokens per stage
+    for a, b in zip(ones, fsdp, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= TOL

@@ -96,9 +96,12 @@ def rng_snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def rng_restore(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
     if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
-        if states:
-            torch.cuda.set_rng_state_all(states)
+        # a checkpoint is portable: written on CPU (no CUDA states), resumed on another number
+        # of GPUs, or on CPU (CUDA states ignored); restore the states of the GPUs present
+        for index in range(torch.cuda.device_count()):
+            state = tensors.get(f"torch_cuda_{index}")
+            if state is not None:
+                torch.cuda.set_rng_state(state, index)
     version, state, gauss = plain["python"]
     random.setstate((version, tuple(state), gauss))
     kind, keys, pos, has_gauss, cached = plain["numpy"]

@@ -90,8 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         with lock:
             result = train(recipe, args.out, resume=args.resume)
     finally:
-        if distributed_run:
-            _leave_process_group()
+        _leave_process_group()  # joined under torchrun (FSDP2 joins one even for 1 process)
     if int(os.environ.get("RANK", "0")) == 0:
         val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
         print(

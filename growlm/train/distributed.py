@@ -28,6 +28,7 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     parallel: str = "ddp"
+    launched: bool = False  # started by torchrun (or another launcher that sets its env vars)
 
     @property
     def is_main(self) -> bool:
@@ -37,12 +38,20 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def fsdp(self) -> bool:
+        """FSDP2 wraps the model: ``run.parallel: fsdp`` under torchrun, one process included
+        (``--nproc_per_node 1`` runs the sharded code path on one GPU)."""
+        return self.parallel == "fsdp" and (self.distributed or self.launched)
+
 
 def init(device: str, parallel: str) -> DistContext:
-    """Join the torchrun process group if launched under one (gloo on CPU, NCCL on CUDA)."""
+    """Join the torchrun process group if launched under one (gloo on CPU, NCCL on CUDA).
+    ``device`` is ``run.device``: cpu, cuda, or auto (CUDA when torch sees a GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise InvalidRecipe("run.device: cuda requested but torch sees no GPU")
@@ -51,9 +60,11 @@ def init(device: str, parallel: str) -> DistContext:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    # FSDP2 needs a process group (a device mesh) even for a single launched process
+    grouped = world > 1 or (launched and parallel == "fsdp")
+    if grouped and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(rank, world, local_rank, dev, parallel)
+    return DistContext(rank, world, local_rank, dev, parallel, launched)
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -117,9 +128,9 @@ def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
 
 def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     """DDP or FSDP2 (each transformer block sharded, then the root) under torchrun."""
-    if not ctx.distributed:
+    if not ctx.distributed and not ctx.fsdp:
         return model
-    if ctx.parallel == "ddp":
+    if not ctx.fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
@@ -165,9 +176,9 @@ def set_grad_sync(model: nn.Module, ctx: DistContext, enabled: bool) -> Any:
     manager for DDP and applies the setting directly for FSDP2."""
     from contextlib import nullcontext
 
-    if not ctx.distributed:
+    if not ctx.distributed and not ctx.fsdp:
         return nullcontext()
-    if ctx.parallel == "ddp":
+    if not ctx.fsdp:
         return nullcontext() if enabled else model.no_sync()  # type: ignore[operator]
     model.set_requires_gradient_sync(enabled)  # type: ignore[operator]
     return nullcontext()

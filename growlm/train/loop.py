@@ -252,7 +252,7 @@ class Trainer:
                 optimizer = make_optimizer(
                     distributed.unwrap(wrapped),
                     self.recipe.stage_optim(index),
-                    fused=not (self.ctx.distributed and self.ctx.parallel == "fsdp"),
+                    fused=not self.ctx.fsdp,
                 )
                 if optim_init:
                     distributed.load_optim_state(wrapped, optimizer, optim_init)
@@ -518,6 +518,9 @@ class Trainer:
             if finite:  # exponential average over ~20 steps
                 avg = progress.loss_avg
                 progress.loss_avg = loss if avg is None else 0.95 * avg + 0.05 * loss
+            if self.ctx.device.type == "cuda":  # peak since the run started, this process
+                peak = torch.cuda.max_memory_allocated(self.ctx.device)
+                record["cuda_mem_peak_gib"] = round(peak / 2**30, 3)
             if run.peak_flops:
                 achieved = (flops_tok + attn_tok) * tokens / seconds
                 record["mfu"] = achieved / (run.peak_flops * self.ctx.world_size)
@@ -553,7 +556,7 @@ class Trainer:
         """One optimizer step over this rank's share of the global batch [B, T+1]."""
         accum, micro = cfg.grad_accum, cfg.micro_batch_size
         local = batch.view(self.ctx.world_size, accum, micro, -1)[self.ctx.rank]
-        local = local.to(self.ctx.device, non_blocking=True)  # [accum, micro, T+1]
+        local = _to_device(local, self.ctx.device)  # [accum, micro, T+1]
         total = torch.zeros((), device=self.ctx.device)
         for j in range(accum):
             inputs, targets = local[j, :, :-1], local[j, :, 1:]  # [micro, T]
@@ -602,7 +605,7 @@ class Trainer:
         sums = torch.zeros(2, dtype=torch.float64, device=self.ctx.device)
         model.eval()
         for start in range(0, len(mine), micro):
-            batch = self.data.val.batch(mine[start : start + micro]).to(self.ctx.device)
+            batch = _to_device(self.data.val.batch(mine[start : start + micro]), self.ctx.device)
             with self._autocast():
                 logits = model(input_ids=batch[:, :-1]).logits
             loss = token_loss(logits, batch[:, 1:], reduction="sum")
@@ -712,6 +715,14 @@ def token_loss(
 ) -> torch.Tensor:
     """Next-token cross-entropy of [B, T, V] logits (any dtype, computed in fp32)."""
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Token ids onto the training device; to a GPU through pinned memory, so the copy is
+    asynchronous (the batch is a fresh tensor each step: nothing writes it while in flight)."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def _local(value: torch.Tensor) -> torch.Tensor:

@@ -182,7 +182,8 @@ class RunConfig:
     )
     compile: bool = field(default=False, metadata=doc("torch.compile the model"))
     parallel: Literal["ddp", "fsdp"] = field(
-        default="ddp", metadata=doc("under torchrun: DDP or FSDP2 (fully_shard)")
+        default="ddp",
+        metadata=doc("under torchrun: DDP or FSDP2 (fully_shard; also with one process)"),
     )
     threads: int | None = field(
         default=None, metadata=doc("torch intra-op threads per process (null: torch default)")
