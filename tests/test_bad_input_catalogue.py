@@ -580,6 +580,16 @@ def _(c):
     return ["plan", "--params", "1e9", "--tokens", "1e9", "--compute", "1e20"]
 
 
+@case("plan: missing --scaling file", AnalysisError, "no such file (use chinchilla, 20tpp")
+def _(c):
+    return ["plan", "--params", "1e9", "--tokens", "1e9", "--scaling", str(c.path("nope.json"))]
+
+
+@case("plan: --scaling without a fit", AnalysisError, "needs numeric E, A, B, alpha, beta or")
+def _(c):
+    return ["plan", "--params", "1e9", "--tokens", "1e9", "--scaling", c.write("s.json", "{}")]
+
+
 @case("plan: compute below one token", AnalysisError, "--compute must exceed 6 N")
 def _(c):
     return ["plan", "--params", "1e9", "--compute", "10"]
