@@ -549,6 +549,22 @@ def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--tokenizer", str(c.path("tok"))))
 
 
+@case("prepare: held-out sources without text", InvalidData, "validation sources (val_sources)")
+def _(c):
+    return prepare(c, c.write("a.txt", TEXT), args=("--val-source", c.write("v/blank.txt", " \n")))
+
+
+@case("prepare: fetch-corpus unknown source", InvalidData, "unknown corpus source 'wiki'; choose")
+def _(c):
+    return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown,wiki"]
+
+
+@case("prepare: fetch-corpus OUT exists", InvalidData, "exists; pass --force to replace it")
+def _(c):
+    c.write("mix/keep.txt", "mine")
+    return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown"]
+
+
 @case("prepare: hub source without a name", InvalidData, "expected hf:<dataset>[:<config>]")
 def _(c):
     return prepare(c, "hf:")

@@ -61,6 +61,9 @@ class PrepareOptions:
     block_tokens: granularity of the train/validation split, in tokens
     shard_tokens: tokens per shard file
     text_field: the field holding the text in .jsonl/.parquet rows and hub datasets
+    val_sources: held-out sources (same forms as ``sources``): when given, their whole
+        documents are the validation split, every document of ``sources`` is training text, the
+        tokenizer is trained on ``sources`` only, and val_fraction/block_tokens are unused
     """
 
     sources: list[str] = field(default_factory=lambda: [DEFAULT_SOURCE])
@@ -71,6 +74,7 @@ class PrepareOptions:
     block_tokens: int = 2048
     shard_tokens: int = 100_000_000
     text_field: str = "text"
+    val_sources: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.sources:
@@ -98,11 +102,18 @@ class _Corpus:
                 self.entries.append((source, resolve_files(source)))
 
     def documents(self) -> Iterator[str]:
+        for _, doc in self.labelled_documents():
+            yield doc
+
+    def labelled_documents(self) -> Iterator[tuple[str, str]]:
+        """(the file path or hub source it came from, document), in corpus order."""
         for source, files in self.entries:
             if source.startswith(HUB_PREFIX):
-                yield from iter_hub_documents(source, self.text_field)
+                for doc in iter_hub_documents(source, self.text_field):
+                    yield source, doc
             for file in files:
-                yield from iter_file_documents(file, self.text_field)
+                for doc in iter_file_documents(file, self.text_field):
+                    yield str(file.path), doc
 
     def fingerprint(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -114,10 +125,17 @@ class _Corpus:
         return out
 
 
-def cache_key(options: PrepareOptions, sources_fingerprint: list[dict[str, Any]]) -> str:
+def cache_key(
+    options: PrepareOptions,
+    sources_fingerprint: list[dict[str, Any]],
+    val_fingerprint: list[dict[str, Any]] | None = None,
+) -> str:
     """Hash of everything the prepared tokens depend on."""
     opts = asdict(options)
     opts.pop("sources")
+    opts.pop("val_sources")
+    if val_fingerprint:
+        opts["val_sources"] = _stable(val_fingerprint)
     if options.tokenizer is not None:
         opts["tokenizer"] = sha256_file(Path(options.tokenizer).expanduser() / "tokenizer.json")
         opts.pop("vocab_size")
@@ -139,12 +157,11 @@ def _stable(fingerprint: list[dict[str, Any]]) -> list[Any]:
 def prepare_cached(options: PrepareOptions) -> Path:
     """The prepared folder for these options, preparing it into the cache on first use."""
     options.validate()
-    corpus = _Corpus(options.sources, options.text_field)
-    fingerprint = corpus.fingerprint()
-    folder = cache_root() / "data" / cache_key(options, fingerprint)
+    corpora = _corpora(options)
+    folder = cache_root() / "data" / cache_key(options, *(c.fingerprint() for c in corpora))
     if (folder / MANIFEST).is_file():
         return folder
-    return _prepare(corpus, fingerprint, options, folder)
+    return _prepare(corpora, options, folder)
 
 
 def prepare(options: PrepareOptions, out_dir: Path, force: bool = False) -> Path:
@@ -152,19 +169,25 @@ def prepare(options: PrepareOptions, out_dir: Path, force: bool = False) -> Path
     options.validate()
     if out_dir.exists() and not force:
         raise InvalidData(f"output {str(out_dir)!r} exists; pass --force to replace it")
-    corpus = _Corpus(options.sources, options.text_field)
-    return _prepare(corpus, corpus.fingerprint(), options, out_dir)
+    return _prepare(_corpora(options), options, out_dir)
 
 
-def _prepare(
-    corpus: _Corpus, fingerprint: list[dict[str, Any]], options: PrepareOptions, out_dir: Path
-) -> Path:
+def _corpora(options: PrepareOptions) -> list[_Corpus]:
+    """The training corpus, and the held-out one when ``val_sources`` are given."""
+    corpora = [_Corpus(options.sources, options.text_field)]
+    if options.val_sources:
+        corpora.append(_Corpus(options.val_sources, options.text_field))
+    return corpora
+
+
+def _prepare(corpora: list[_Corpus], options: PrepareOptions, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tokenizer = _tokenizer(corpus, options, staging / "tokenizer")
-        manifest = _write_tokens(corpus, tokenizer, options, staging)
-        manifest["sources"] = fingerprint
+        tokenizer = _tokenizer(corpora[0], options, staging / "tokenizer")
+        manifest, per_file = _write_tokens(corpora, tokenizer, options, staging)
+        for key, corpus in zip(("sources", "val_sources"), corpora, strict=False):
+            manifest[key] = _with_counts(corpus.fingerprint(), per_file)
         write_manifest(staging, manifest)
         replace_dir(staging, out_dir)
     finally:
@@ -197,38 +220,49 @@ def _limited(documents: Iterator[str], max_bytes: int) -> Iterator[str]:
 
 
 def _write_tokens(
-    corpus: _Corpus, tokenizer: CorpusTokenizer, options: PrepareOptions, folder: Path
-) -> dict[str, Any]:
+    corpora: list[_Corpus], tokenizer: CorpusTokenizer, options: PrepareOptions, folder: Path
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Token shards of every document; returns the manifest and, per file (or hub source),
+    [documents, tokens] with the EOS after each document counted."""
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     train = SplitWriter(folder, "train", dtype, options.shard_tokens)
     val = SplitWriter(folder, "val", dtype, options.shard_tokens)
-    val_every = round(1 / options.val_fraction) if options.val_fraction > 0 else 0
-    router = BlockRouter(train, val, options.block_tokens, val_every)
+    held_out = len(corpora) > 1
+    val_every = round(1 / options.val_fraction) if options.val_fraction > 0 and not held_out else 0
+    routers = [BlockRouter(train, val, options.block_tokens, val_every)]
+    if held_out:  # a router that sends every block to validation
+        routers.append(BlockRouter(val, val, options.block_tokens, 1))
+    per_file: dict[str, list[int]] = {}
     documents = 0
-    batch: list[str] = []
-    for doc in corpus.documents():
-        batch.append(doc)
-        if len(batch) == ENCODE_BATCH:
-            documents += _encode_into(router, tokenizer, batch)
-            batch = []
-    documents += _encode_into(router, tokenizer, batch)
-    router.finish()
+    for corpus, router in zip(corpora, routers, strict=True):
+        batch: list[tuple[str, str]] = []
+        for labelled in corpus.labelled_documents():
+            batch.append(labelled)
+            if len(batch) == ENCODE_BATCH:
+                documents += _encode_into(router, tokenizer, batch, per_file)
+                batch = []
+        documents += _encode_into(router, tokenizer, batch, per_file)
+        router.finish()
     splits = {"train": train.finish(), "val": val.finish()}
     if documents == 0:
         raise InvalidData("the data sources hold no text")
+    if held_out and not splits["val"]:
+        raise InvalidData("the validation sources (val_sources) hold no text")
     if val_every and not splits["val"]:
         raise InvalidData(
             f"corpus too small for a validation split: fewer than {val_every} blocks of "
             f"{options.block_tokens} tokens; lower data.block_tokens or val_fraction"
         )
-    return {
+    manifest = {
         "format": FORMAT,
         "dtype": dtype.name,
         "vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
         "tokenizer": "tokenizer",
         "documents": documents,
-        "options": {k: v for k, v in asdict(options).items() if k != "sources"},
+        "options": {
+            k: v for k, v in asdict(options).items() if k not in ("sources", "val_sources")
+        },
         "splits": {
             name: {
                 "tokens": sum(r.tokens for r in records),
@@ -237,11 +271,41 @@ def _write_tokens(
             for name, records in splits.items()
         },
     }
+    return manifest, per_file
 
 
-def _encode_into(router: BlockRouter, tokenizer: CorpusTokenizer, batch: list[str]) -> int:
+def _encode_into(
+    router: BlockRouter,
+    tokenizer: CorpusTokenizer,
+    batch: list[tuple[str, str]],
+    per_file: dict[str, list[int]],
+) -> int:
     if not batch:
         return 0
-    for ids in tokenizer.encode_documents(batch):
+    encoded = tokenizer.encode_documents([doc for _, doc in batch])
+    for (label, _), ids in zip(batch, encoded, strict=True):
         router.add(np.asarray([*ids, tokenizer.eos_id], dtype=np.int64))
+        counts = per_file.setdefault(label, [0, 0])
+        counts[0] += 1
+        counts[1] += len(ids) + 1
     return len(batch)
+
+
+def _with_counts(
+    fingerprint: list[dict[str, Any]], per_file: dict[str, list[int]]
+) -> list[dict[str, Any]]:
+    """The sources' fingerprint with documents and tokens (EOS included) per file."""
+
+    def counts(label: str) -> dict[str, int]:
+        documents, tokens = per_file.get(label, [0, 0])
+        return {"documents": documents, "tokens": tokens}
+
+    out = []
+    for entry in fingerprint:
+        entry = dict(entry)
+        if "files" in entry:
+            entry["files"] = [{**f, **counts(f["path"])} for f in entry["files"]]
+        else:
+            entry.update(counts(entry["source"]))
+        out.append(entry)
+    return out
