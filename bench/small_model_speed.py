@@ -1,17 +1,22 @@
 """Training tokens/s of small Llama models by width (issue 19 item 0): plain transformers
 (forward + backward + AdamW step) in fp32 and in bf16 autocast, and growlm's own training loop
 (``growlm.train.loop.train`` on the embedded corpus, its median logged tokens_per_s) in both
-precisions. Run it alone (other torch processes slow it several-fold):
+precisions. Shapes are the compute-optimal benchmark's (sequences of 128, batches of 32) at 4
+layers; the crossover width it finds is growlm's ``run.precision: auto`` rule
+(growlm/train/precision.py). Run it alone (other torch processes slow it several-fold); on a
+shared machine its figures are lower bounds and the load average is recorded with them:
 
-    flock /work/helpers/cpu.lock python bench/small_model_speed.py --steps 20
+    flock /work/helpers/cpu.lock python bench/small_model_speed.py --steps 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +25,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = [(64, 128), (96, 256), (256, 256)]  # (hidden, seq); 4 layers, vocab 1024, batch 16
+WIDTHS = [48, 64, 96, 128, 192, 256]  # 4 layers, vocab 1024
 
 
 def config(hidden: int, seq: int) -> dict:
@@ -78,38 +83,74 @@ def growlm_loop(hidden: int, seq: int, bf16: bool, steps: int, batch: int) -> fl
     }
     with tempfile.TemporaryDirectory() as tmp:
         train(recipe_from_dict(raw, []), Path(tmp) / "run")
-        rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().split()]
+        text = (Path(tmp) / "run" / "metrics.jsonl").read_text()
+        rows = [json.loads(x) for x in text.splitlines()]
     return statistics.median(r["tokens_per_s"] for r in rows[2:] if "tokens_per_s" in r)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", type=Path, default=ROOT / "bench/results/small_model_speed.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for hidden, seq in SHAPES:
+    load = [_uptime()]
+    started = time.time()
+    seq = args.seq
+    for hidden in [int(w) for w in args.widths.split(",")]:
         row = {"hidden": hidden, "seq": seq, "layers": 4, "vocab": 1024, "batch": args.batch}
         for name, fn in (("transformers", plain), ("growlm", growlm_loop)):
             for bf16 in (False, True):
                 key = f"{name}_{'bf16' if bf16 else 'fp32'}_tokens_per_s"
                 row[key] = round(fn(hidden, seq, bf16, args.steps, args.batch))
+        for name in ("transformers", "growlm"):
+            row[f"{name}_faster"] = (
+                "bf16" if row[f"{name}_bf16_tokens_per_s"] > row[f"{name}_fp32_tokens_per_s"]
+                else "fp32"
+            )  # fmt: skip
+        row["load_average_after"] = _uptime()
         rows.append(row)
         print(json.dumps(row), flush=True)
+        _write(args, rows, load, started, complete=False)  # a row survives an interruption
+    _write(args, rows, load, started, complete=True)
+    return 0
+
+
+def _write(
+    args: argparse.Namespace, rows: list[dict], load: list[str], started: float, complete: bool
+) -> None:
     result = {
-        "command": f"python bench/small_model_speed.py --steps {args.steps}",
+        "command": f"python bench/small_model_speed.py --steps {args.steps} --batch {args.batch}"
+        f" --seq {args.seq} --widths {args.widths}",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads",
+        "git_revision": _git(["rev-parse", "HEAD"]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} threads",
+        "complete": complete,
+        "load_average_at_start": load[0],
+        "wall_s": round(time.time() - started, 1),
         "note": "median step time over --steps steps after 2 warm-up steps; growlm's figure is "
-        "its loop's logged tokens_per_s (data sampling included); the machine may have been "
-        "shared: read ratios within a row, not absolute values",
+        "its loop's logged tokens_per_s (data sampling included). Taken under the shared cpu "
+        "lock on a 2-core machine where other agents' jobs still ran (see the load averages): "
+        "every figure is a lower bound, and a row that falls ~10x below its neighbours was "
+        "shared with another torch process; read ratios within a row",
         "rows": rows,
     }
     args.results.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _git(args: list[str]) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":
