@@ -33,6 +33,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from growlm.analysis.params import ModelSpec, count_params
 from growlm.analysis.runs import load_run
 from growlm.analysis.seeds import across_seeds, best_lr_per_arm
 from growlm.io.atomic import write_text_atomic
+from growlm.train.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 G = 4  # G_stack factor
@@ -52,7 +54,8 @@ class Setting:
     """Everything that differs between the full benchmark and --quick."""
 
     name: str
-    sources: list[str]
+    corpus: str | None  # "growlm-mix": fetched and prepared on first use (growlm/data/mix.py)
+    sources: list[str]  # used when corpus is None
     vocab: int
     seq: int
     batch: int
@@ -69,7 +72,8 @@ class Setting:
 
 FULL = Setting(
     name="full",
-    sources=["default"],
+    corpus="growlm-mix",
+    sources=[],
     vocab=2048,
     seq=128,
     batch=32,
@@ -85,6 +89,7 @@ FULL = Setting(
 )
 QUICK = Setting(
     name="quick",
+    corpus=None,
     sources=[str(ROOT / "tests" / "fixtures" / "shakespeare")],
     vocab=512,
     seq=32,
@@ -122,24 +127,44 @@ def params(s: Setting, width: int, layers: int) -> dict[str, int]:
     return {"total": total, "without_embeddings": total - embed}
 
 
-def precision(width: int) -> str:
-    """fp32 below ~96 wide, bf16 above (bench/small_model_speed.py measures the crossover)."""
-    return "fp32" if width < 96 else "bf16"
-
-
-def recipe(
-    s: Setting, width: int, seed: int, lr: float, stages: list[dict[str, Any]], layers: int
-) -> dict[str, Any]:
-    return {
-        "name": "compute-optimal",
-        "seed": seed,
-        "data": {
+def data_section(s: Setting) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The recipes' data section, and the corpus summary when the setting uses growlm-mix
+    (built and prepared into bench/work/corpus on first use: python bench/corpus_mix.py)."""
+    if s.corpus is None:
+        return {
             "sources": s.sources,
             "vocab_size": s.vocab,
             "val_fraction": 0.05,
             "block_tokens": 4 * s.seq,
             "seq_len": s.seq,
-        },
+        }, None
+    from growlm.data.mix import ensure_prepared
+
+    info = ensure_prepared(ROOT / "bench" / "work" / "corpus", s.vocab)
+    corpus = {
+        "name": s.corpus,
+        "prepared_dir": info["prepared_dir"],
+        "train_tokens": info["prepared"]["splits"]["train"]["tokens"],
+        "val_tokens": info["prepared"]["splits"]["val"]["tokens"],
+        "sources": info["summary"],
+        "details": "bench/results/corpus_growlm_mix.json",
+    }
+    return {"prepared": info["prepared_dir"], "seq_len": s.seq}, corpus
+
+
+def recipe(
+    s: Setting,
+    data: dict[str, Any],
+    width: int,
+    seed: int,
+    lr: float,
+    stages: list[dict[str, Any]],
+    layers: int,
+) -> dict[str, Any]:
+    return {
+        "name": "compute-optimal",
+        "seed": seed,
+        "data": data,
         "model": {"type": "llama", "config": model_config(s, width, layers)},
         "optim": {
             "lr": lr,
@@ -152,7 +177,7 @@ def recipe(
             "grad_accum": 1,
         },
         "run": {
-            "precision": precision(width),
+            "precision": "auto",  # fp32 below the measured crossover width, bf16 above
             "threads": 1 if s.name == "quick" else None,
             "eval_every": s.eval_every,
             "eval_sequences": s.eval_sequences,
@@ -175,6 +200,7 @@ class Bench:
         self.arms_dir = out / "arms"
         self.arms_dir.mkdir(parents=True, exist_ok=True)
         self.trained_now = 0
+        self.data, self.corpus = data_section(s)
 
     def arm(self, name: str, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """Train (or resume, or skip) one arm; its JSON: shape, params, tokens, FLOPs, lr, seed,
@@ -202,7 +228,9 @@ class Bench:
             "run_dir": str(run_dir),
             "seed": raw["seed"],
             "lr": raw["optim"]["lr"],
-            "precision": raw["run"]["precision"],
+            "precision": resolve_precision(
+                raw["run"]["precision"], SimpleNamespace(**raw["model"]["config"])
+            ),
             "model": raw["model"]["config"],
             "stages": raw["stages"],
             "tokens": last["tokens"],
@@ -224,7 +252,9 @@ class Bench:
         s = self.s
         n = params(s, width, s.layers)
         tokens = whole_steps(s, s.compute / (6 * n["total"]))
-        raw = recipe(s, width, seed, lr, [{"name": "scratch", "tokens": tokens}], s.layers)
+        raw = recipe(
+            s, self.data, width, seed, lr, [{"name": "scratch", "tokens": tokens}], s.layers
+        )
         meta = {"arm": "scratch", "width": width, "layers": s.layers, "params": n}
         return self.arm(f"scratch-w{width}-lr{lr:g}-s{seed}", raw, meta)
 
@@ -247,7 +277,9 @@ class Bench:
         }
         if grow:
             second["grow"] = {"op": "stack", "factor": G}
-        raw = recipe(s, width, seed, lr, [{"name": "base", "tokens": d}, second], small_layers)
+        raw = recipe(
+            s, self.data, width, seed, lr, [{"name": "base", "tokens": d}, second], small_layers
+        )
         kind = "g_stack" if grow else "small_continued"
         meta = {
             "arm": kind,
@@ -265,7 +297,7 @@ class Bench:
         layers = s.layers // G
         n = params(s, width, layers)
         tokens = whole_steps(s, s.compute / (6 * n["total"]))
-        raw = recipe(s, width, seed, lr, [{"name": "small", "tokens": tokens}], layers)
+        raw = recipe(s, self.data, width, seed, lr, [{"name": "small", "tokens": tokens}], layers)
         meta = {"arm": "small_alone", "width": width, "layers": layers, "params": n}
         return self.arm(f"small_alone-w{width}-lr{lr:g}-s{seed}", raw, meta)
 
@@ -370,6 +402,7 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
         }
     return {
         "setting": s.__dict__,
+        "corpus": b.corpus,
         "flops_convention": "C = 6 N D, N all parameters (embedding and untied head included); "
         "attention FLOPs logged apart (attn_flops), not counted; params also given without "
         "embeddings",

@@ -158,8 +158,12 @@ class StageConfig:
 class RunConfig:
     """How the run executes: precision, devices, logging and checkpoint cadence."""
 
-    precision: Literal["bf16", "fp32"] = field(
-        default="bf16", metadata=doc("bf16 autocast (fp32 master weights) or fp32")
+    precision: Literal["bf16", "fp32", "auto"] = field(
+        default="bf16",
+        metadata=doc(
+            "bf16 autocast (fp32 master weights), fp32, or auto: per stage, fp32 on CPU below "
+            "the measured crossover width (growlm/train/precision.py), bf16 otherwise"
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata=doc("auto: CUDA when available")
