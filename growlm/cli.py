@@ -269,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: grow a small model with several operators, print the checks",
     )
+    d.add_argument(
+        "--control",
+        action="store_true",
+        help="also train the small model alone for the same FLOPs (the control growth must "
+        "beat; reused when already trained)",
+    )
     d.set_defaults(func=_demo)
 
     for extra in _plugins():

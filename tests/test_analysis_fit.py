@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from growlm.analysis.fit import extrapolated_speedup, fit_power_law
-from growlm.analysis.guideline import Guideline
+from growlm.analysis.guideline import Guideline, save_guideline
 from growlm.analysis.guideline_fit import SweepPoint, best_timing, fit_guideline
 from growlm.cli import main
 
@@ -121,7 +121,8 @@ def test_fit_sweep_cli_writes_guideline_plan_reads(tmp_path, capsys):
     assert main(argv) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["growth_tokens"] == pytest.approx(true.growth_tokens(2e6, 1.2e13), rel=1e-6)
-    assert plan["growth_factor"] == 2 and plan["warnings"] == []
+    assert plan["growth_factor"] == 2 and plan["advice"]["growth"]["query_inside_fitted_range"]
+    assert [w for w in plan["warnings"] if "guideline" in w] == []
 
 
 def test_the_irreducible_loss_is_never_fitted_below_zero():
@@ -136,3 +137,34 @@ def test_the_irreducible_loss_is_never_fitted_below_zero():
     assert fit.c >= 0.0 and all(row[2] >= 0.0 for row in fit.samples)
     assert abs(fit.b - 0.12) < 0.03
     assert abs(fit.loss(6e14) - 6.0 * 600**-0.12) < 0.1  # 10x beyond the data
+
+
+def test_guideline_fit_flags_edge_optimum_and_exact_fit(tmp_path, capsys):
+    """One (N, C) point whose best d is the grid's last value: the old fit returned gamma from
+    that one point with no flag and no uncertainty; now it says why it is not usable."""
+    pts = [SweepPoint(1e6, 1e13, d, 4, 3.0 - 0.1 * i) for i, d in enumerate((1e4, 2e4, 4e4))]
+    g = fit_guideline(pts)
+    assert g.extra["usable"] is False and g.extra["stderr"] is None
+    text = " ".join(g.extra["problems"])
+    assert "edge of the grid" in text and "no uncertainty" in text
+    save_guideline(g, tmp_path / "g.json")
+    argv = ["plan", "--params", "1e6", "--tokens", "1e7", "--guideline", str(tmp_path / "g.json")]
+    assert main([*argv, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert any("flagged by growlm fit" in w and "edge of the grid" in w for w in plan["warnings"])
+
+
+def test_guideline_fit_reports_standard_errors():
+    true = Guideline(alpha=0.6, beta=80.0, gamma=-2.0)
+    rng = np.random.default_rng(1)
+    pts = []
+    for n in (1e6, 3e6, 1e7):
+        for c in (1e13, 1e14, 1e15):
+            ds = true.growth_tokens(n, c) * 10 ** rng.normal(0, 0.02)
+            for k in (0.5, 1.0, 2.0):
+                pts.append(SweepPoint(n, c, ds * k, 4, 3 + math.log10(k) ** 2))
+    g = fit_guideline(pts)
+    se = g.extra["stderr"]
+    assert g.extra["usable"] and g.extra["residual_dof"] == 6
+    assert set(se) == {"alpha", "beta", "gamma"} and all(v > 0 for v in se.values())
+    assert abs(g.alpha - 0.6) < 4 * se["alpha"] + 1e-9

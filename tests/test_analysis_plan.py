@@ -127,7 +127,7 @@ def test_user_guideline(tmp_path):
     p = make_plan(4e6, 1e6, guideline=loaded)
     expected = 10 ** (0.5 * math.log10(4e6) + 10.0 / math.log10(6 * 4e6 * 1e6) + 1.0)
     assert p.growth_tokens == pytest.approx(expected) and p.growth_factor == 2
-    assert p.warnings == []
+    assert [w for w in p.warnings if "guideline" in w] == []  # inside its fitted range
     assert PAPER.growth_factor == 4
 
 
@@ -152,3 +152,62 @@ def test_user_errors_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+
+
+def test_advisor_warns_oversized_target_and_names_a_better_size(capsys):
+    """`growlm plan --params 50M --tokens 10M` (issue 19): C = 3e15 FLOPs. Chinchilla's
+    approach-3 fit gives N_opt = G (C/6)^(b/(a+b)) = 5.85M, so the target is 8.55x too big."""
+    a, b = 0.34, 0.28
+    n_opt = (a * 406.4 / (b * 410.7)) ** (1 / (a + b)) * (3e15 / 6) ** (b / (a + b))
+    assert main(["plan", "--params", "50M", "--tokens", "10M"]) == 0
+    out = capsys.readouterr().out
+    assert f"{n_opt / 1e6:.2f}M params" in out and "5.85M params" in out
+    warning = next(line for line in out.splitlines() if "oversized" in line)
+    assert warning.startswith("warning: the target is oversized for this budget")
+    assert "a model 8.6x smaller (5.85M params" in warning and "lower loss" in warning
+    assert "Hoffmann et al. 2022" in warning
+    # the guideline's d exceeds D: unusable, and then no saving is stated anywhere
+    assert "no usable plan" in out and "% below scratch" not in out and "+49.1%" not in out
+    assert main(["plan", "--params", "50M", "--tokens", "10M", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    adv = data["advice"]
+    assert adv["optimal_params"] == pytest.approx(n_opt, rel=1e-12)
+    assert adv["target_over_optimal"] == pytest.approx(50e6 / n_opt)
+    assert adv["expected_loss_optimal"] < adv["expected_loss_target"]
+    assert data["usable"] is False and data["flops_saved"] is None
+    assert adv["growth"]["expected_saving"] == "not stated: no usable plan"
+    assert not adv["growth"]["query_inside_fitted_range"]
+    assert any("oversized" in w for w in data["warnings"])
+
+
+def test_advisor_inside_the_papers_range_quotes_its_measurement_and_no_spread():
+    p = make_plan(1.1e9, compute=8e20)
+    grow = p.advice["growth"]
+    assert p.usable and grow["query_inside_fitted_range"]
+    assert grow["expected_saving"]["mean"] == 0.491 and grow["expected_saving"]["t95"] is None
+    assert "without a spread" in grow["pays_off"]
+    assert not any("oversized" in w or "undersized" in w for w in p.warnings)  # 0.67x N_opt
+
+
+def test_advisor_rules_and_user_fit(tmp_path):
+    from growlm.analysis.scaling import load_scaling
+
+    p = make_plan(50e6, 10e6, scaling=load_scaling("20tpp"))
+    assert p.advice["optimal_params"] == pytest.approx(math.sqrt(3e15 / 120))
+    (tmp_path / "fit.json").write_text(
+        json.dumps({"tokens_per_param": 5.0, "compute_range": [1e15, 1e16], "source": "bench"})
+    )
+    q = make_plan(50e6, 10e6, scaling=load_scaling(tmp_path / "fit.json"))
+    assert q.advice["optimal_params"] == pytest.approx(math.sqrt(3e15 / 30))
+    assert q.advice["scaling"]["inside_fitted_range"] and "bench" in q.advice["scaling"]["rule"]
+    saving = {"mean": 0.2, "sd": 0.05, "t95": [0.1, 0.3], "seeds": 3, "where": "here"}
+    g = Guideline(params_range=(1e7, 1e8), compute_range=(1e15, 1e16), source="mine",
+                  extra={"measured_saving": saving})  # fmt: skip
+    r = make_plan(5e7, 1e7, guideline=g, growth_tokens=1e6)
+    assert r.advice["growth"]["pays_off"].startswith("expected")
+    g2 = Guideline(params_range=(1e7, 1e8), compute_range=(1e15, 1e16), source="mine",
+                   extra={"measured_saving": {**saving, "t95": [-0.1, 0.3]}})  # fmt: skip
+    assert (
+        "includes zero"
+        in make_plan(5e7, 1e7, guideline=g2, growth_tokens=1e6).advice["growth"]["pays_off"]
+    )

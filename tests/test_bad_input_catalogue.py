@@ -790,6 +790,22 @@ def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--tokenizer", str(c.path("tok"))))
 
 
+@case("prepare: held-out sources without text", InvalidData, "validation sources (val_sources)")
+def _(c):
+    return prepare(c, c.write("a.txt", TEXT), args=("--val-source", c.write("v/blank.txt", " \n")))
+
+
+@case("prepare: fetch-corpus unknown source", InvalidData, "unknown corpus source 'wiki'; choose")
+def _(c):
+    return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown,wiki"]
+
+
+@case("prepare: fetch-corpus OUT exists", InvalidData, "exists; pass --force to replace it")
+def _(c):
+    c.write("mix/keep.txt", "mine")
+    return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown"]
+
+
 @case("prepare: hub source without a name", InvalidData, "expected hf:<dataset>[:<config>]")
 def _(c):
     return prepare(c, "hf:")
@@ -836,6 +852,16 @@ def _(c):
 @case("plan: two budgets", AnalysisError, "give exactly one budget: --tokens D or --compute C")
 def _(c):
     return ["plan", "--params", "1e9", "--tokens", "1e9", "--compute", "1e20"]
+
+
+@case("plan: missing --scaling file", AnalysisError, "no such file (use chinchilla, 20tpp")
+def _(c):
+    return ["plan", "--params", "1e9", "--tokens", "1e9", "--scaling", str(c.path("nope.json"))]
+
+
+@case("plan: --scaling without a fit", AnalysisError, "needs numeric E, A, B, alpha, beta or")
+def _(c):
+    return ["plan", "--params", "1e9", "--tokens", "1e9", "--scaling", c.write("s.json", "{}")]
 
 
 @case("plan: compute below one token", AnalysisError, "--compute must exceed 6 N")

@@ -6,7 +6,7 @@ import json
 
 from growlm.analysis.params import ModelSpec, count_params
 from growlm.cli import main
-from growlm.demo import BATCH, SEQ_LEN, demo_recipes
+from growlm.demo import BATCH, SEQ_LEN, _print_table, arm_regime, demo_recipes, small_alone_recipe
 
 
 def _n(raw, layers):
@@ -41,3 +41,44 @@ def test_operator_showcase(tmp_path, capsys):
         if r["function_preserving"]:
             assert r["max_abs_logit_diff"] < 1e-4
     assert "zero-depth" in capsys.readouterr().out
+
+
+def test_demo_names_each_arms_regime_and_the_small_alone_control():
+    scratch, stacked = demo_recipes(seed=0)
+    control = small_alone_recipe(seed=0)
+    n_big, n_small = _n(scratch, 8), _n(stacked, 2)
+    assert n_big == 1_845_376  # docs/demo.md
+    regime = arm_regime(scratch)
+    assert regime["target_params"] == n_big
+    assert regime["stages"][0]["tokens_per_param"] == 500 * BATCH * SEQ_LEN / n_big
+    grown = arm_regime(stacked)["stages"]
+    assert [(s["layers"], s["params"]) for s in grown] == [(2, n_small), (8, n_big)]
+    assert grown[1]["tokens_per_param"] == stacked["stages"][1]["tokens"] / n_big
+    # the control is the small model alone for scratch's FLOPs (within one step)
+    c_scratch = 6 * n_big * scratch["stages"][0]["tokens"]
+    c_alone = 6 * n_small * control["stages"][0]["tokens"]
+    assert control["model"] == stacked["model"] and len(control["stages"]) == 1
+    assert 0 <= c_scratch - c_alone <= 6 * n_small * BATCH * SEQ_LEN
+
+
+def test_demo_table_prints_tokens_per_param_and_points_to_the_control(capsys):
+    arms = (*demo_recipes(seed=0), small_alone_recipe(seed=0))
+    result = {
+        "target": "t", "corpus": "c", "scratch_flops": 2.3e13, "g_stack_flops": 2.3e13,
+        "scratch_final_val_loss": 4.0, "g_stack_final_val_loss": 3.9, "speedup_flops": 0.5,
+        "speedup_time": 0.4, "plot": "p", "compare": "r", "small_alone": None,
+        "regime": {raw["name"]: arm_regime(raw) for raw in arms},
+    }  # fmt: skip
+    _print_table(result)
+    out = capsys.readouterr().out
+    assert "regime: 1.1 tokens per parameter of the target" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line}
+    assert rows["scratch"] == ["1,845,376", "1.11", "2.3e+13", "4.0000"]
+    small, big = result["regime"]["g_stack"]["stages"]
+    line = f"{small['tokens_per_param']:.2f} (2L) + {big['tokens_per_param']:.2f} (8L)"
+    assert rows["G_stack"][1:6] == line.split() and line == "0.78 (2L) + 1.01 (8L)"
+    assert "control not run" in out and "growlm demo --control trains it" in out
+    result["small_alone"] = {"final_val_loss": 3.8, "flops": 2.3e13, "speedup_flops": 0.25}
+    _print_table(result)
+    out = capsys.readouterr().out
+    assert "small alone" in out and "reaches scratch's final loss at FLOPs +25.0% vs scratch" in out

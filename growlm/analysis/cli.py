@@ -44,9 +44,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
 def _add_plan(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
-        help="growth timing d and factor g from the paper's guideline, and a recipe",
-        description="log10(d) = 0.88 log10(N) + 163.27/log10(C) - 5.74 with C = 6 N D "
-        "(Du et al. 2024), g = 4; warns outside the range it was fitted on.",
+        help="advisor: compute-optimal size for the budget, and the growth recipe (d, g)",
+        description="The compute-optimal size at C = 6 N D (Chinchilla's fit by default; warns "
+        "when the target is far from it), then the growth guideline log10(d) = 0.88 log10(N) + "
+        "163.27/log10(C) - 5.74 (Du et al. 2024), g = 4, whether growth is expected to pay off "
+        "and the measured saving; warns outside the ranges the fits were made on.",
     )
     p.add_argument("--params", type=number, help="target parameter count N (7e9, 7B)")
     p.add_argument(
@@ -60,6 +62,12 @@ def _add_plan(sub: Any) -> None:
     p.add_argument("--growth-factor", type=int, help="override g")
     p.add_argument("--growth-tokens", type=number, help="override d (e.g. from your own sweep)")
     p.add_argument("--guideline", type=Path, help="guideline JSON written by `growlm fit`")
+    p.add_argument(
+        "--scaling",
+        default="chinchilla",
+        help="compute-optimal size rule: chinchilla (Hoffmann et al. 2022 approach-3 fit, "
+        "default), 20tpp (D = 20 N), or a JSON fit (E,A,B,alpha,beta or tokens_per_param)",
+    )
     p.add_argument("--write-recipe", type=Path, help="write a growlm train recipe here")
     p.add_argument("--force", action="store_true", help="replace an existing --write-recipe file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -71,6 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from growlm.analysis.params import load_model_spec
     from growlm.analysis.plan import format_plan, make_plan
     from growlm.analysis.plan_recipe import write_plan_recipe
+    from growlm.analysis.scaling import load_scaling
 
     guideline = load_guideline(args.guideline) if args.guideline else PAPER
     spec = load_model_spec(args.model) if args.model else None
@@ -82,6 +91,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         guideline,
         args.growth_factor,
         args.growth_tokens,
+        load_scaling(args.scaling),
     )
     data = plan.to_json()
     if args.write_recipe:
@@ -116,9 +126,16 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--levels", type=int, default=25, help="shared loss levels in the table")
     p.add_argument(
-        "--final-stage-only",
+        "--include-small-model-evals",
         action="store_true",
-        help="count a run's loss only from its last stage (the grown model), not the small one",
+        help="old behaviour: let the small model's own evaluations (before growth) enter a grown "
+        "run's running minimum (default: only the target-size model's evaluations count)",
+    )
+    p.add_argument(
+        "--all-evals",
+        action="store_true",
+        help="read every evaluation as logged (default: thin every run to one common FLOPs "
+        "spacing, so no run gets more draws at the minimum)",
     )
     p.add_argument("--attn-flops", action="store_true", help="add attention FLOPs to 6 N D")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -133,9 +150,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.runs,
         args.out,
         levels=args.levels,
-        only_final_stage=args.final_stage_only,
+        include_small_model_evals=args.include_small_model_evals,
         attn_flops=args.attn_flops,
         plots=not args.no_plots,
+        equal_spacing=not args.all_evals,
     )
     if args.json:
         print(json.dumps(summary))
@@ -184,7 +202,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"loss": level, "runs": {}}
     fits = []
     for run in runs:
-        mask = run.final_stage_mask()
+        mask = run.target_mask()
         fit = fit_power_law(run.flops[mask], run.val_loss[mask], bootstrap=args.bootstrap)
         fits.append(fit)
         entry = fit.to_json()
@@ -252,6 +270,13 @@ def _fit_sweep(args: argparse.Namespace) -> int:
             f"{guideline.gamma:+.4g}; g = {guideline.growth_factor}; fitted "
             f"{', '.join(guideline.extra['fitted'])}; wrote {out}"
         )
+        se = guideline.extra.get("stderr")
+        if se:
+            print("standard errors: " + ", ".join(f"{k} +- {v:.3g}" for k, v in se.items()))
+        for problem in guideline.extra["problems"]:
+            print(f"warning: {problem}")
+        if guideline.extra["problems"]:
+            print("warning: this guideline is not usable as it stands (growlm plan repeats why)")
     return 0
 
 

@@ -43,9 +43,30 @@ class Guideline:
         log_d = self.alpha * math.log10(params) + self.beta / math.log10(compute) + self.gamma
         return float(10.0**log_d)
 
+    @property
+    def problems(self) -> list[str]:
+        """What ``growlm fit`` flagged about this guideline (edge optimum, exact fit)."""
+        inner = self.extra.get("extra", self.extra)
+        found = inner.get("problems") if isinstance(inner, dict) else None
+        return [str(p) for p in found] if isinstance(found, list) else []
+
+    @property
+    def measured_saving(self) -> dict[str, Any] | None:
+        """The equal-loss FLOPs speedup measured where the guideline was fitted (mean, t95,
+        seeds, where), if the guideline file carries one."""
+        for holder in (self.extra, self.extra.get("extra")):
+            if isinstance(holder, dict) and isinstance(holder.get("measured_saving"), dict):
+                return dict(holder["measured_saving"])
+        return None
+
+    def inside(self, params: float, compute: float) -> bool:
+        """Whether (params, compute) lies inside the fitted ranges (1% slack)."""
+        (n0, n1), (c0, c1) = self.params_range, self.compute_range
+        return n0 * 0.99 <= params <= n1 * 1.01 and c0 * 0.99 <= compute <= c1 * 1.01
+
     def warnings(self, params: float, compute: float) -> list[str]:
         """Why the equation may not apply at (params, compute): each reason as one sentence."""
-        out = []
+        out = [f"the guideline was flagged by growlm fit: {p}" for p in self.problems]
         lo, hi = self.params_range
         if not lo * 0.99 <= params <= hi * 1.01:
             out.append(
@@ -73,7 +94,17 @@ class Guideline:
         return data
 
 
-PAPER = Guideline()
+PAPER = Guideline(
+    extra={
+        "measured_saving": {
+            "mean": 0.491,
+            "t95": None,
+            "seeds": 1,
+            "where": "Du et al. 2024: G_stack vs scratch at 1.1B, 8e20 FLOPs (~110 tokens/param),"
+            " one run per arm",
+        }
+    }
+)
 
 
 def load_guideline(path: Path | str) -> Guideline:

@@ -2,7 +2,13 @@
 and budget C, the growth timing d with the lowest final loss (a parabola in log10 d through the
 grid when it has three or more points and a minimum inside it), then least squares of
 log10(d*) = alpha log10(N) + beta / log10(C) + gamma. Coefficients the sweep cannot identify
-(one size: alpha; one budget: beta) stay at the paper's values and are listed in ``fixed``."""
+(one size: alpha; one budget: beta) stay at the paper's values and are listed in ``fixed``.
+
+A fit is only as good as its points, so the guideline carries ``problems`` (and ``usable`` is
+false when there are any): an optimum d at the edge of its grid (the true optimum may lie
+outside it), or as many (N, C) points as free coefficients (an exact fit: no residual, no
+uncertainty). Standard errors of the fitted coefficients come from the residual variance of the
+least squares (``stderr``), when there are more points than coefficients."""
 
 from __future__ import annotations
 
@@ -30,6 +36,13 @@ class SweepPoint:
 
 def best_timing(points: list[SweepPoint]) -> tuple[float, float]:
     """(d*, loss at d*) among runs of one (N, C, g)."""
+    d, loss, _ = best_timing_info(points)
+    return d, loss
+
+
+def best_timing_info(points: list[SweepPoint]) -> tuple[float, float, bool]:
+    """(d*, loss at d*, at_edge): at_edge when the lowest loss is the grid's first or last d
+    (or the grid has one d) and no parabola vertex lies inside the grid."""
     pts = sorted(points, key=lambda p: p.growth_tokens)
     x = np.log10([p.growth_tokens for p in pts])
     y = np.array([p.loss for p in pts])
@@ -39,8 +52,9 @@ def best_timing(points: list[SweepPoint]) -> tuple[float, float]:
         if c2 > 0:
             vertex = -c1 / (2 * c2)
             if x.min() <= vertex <= x.max():
-                return float(10**vertex), float(c0 + c1 * vertex + c2 * vertex**2)
-    return float(10 ** x[k]), float(y[k])
+                return float(10**vertex), float(c0 + c1 * vertex + c2 * vertex**2), False
+    edge = len(set(x.tolist())) < 2 or x[k] in (x.min(), x.max())
+    return float(10 ** x[k]), float(y[k]), bool(edge)
 
 
 def fit_guideline(points: list[SweepPoint], base: Guideline = PAPER) -> Guideline:
@@ -55,10 +69,10 @@ def fit_guideline(points: list[SweepPoint], base: Guideline = PAPER) -> Guidelin
     best: list[dict[str, Any]] = []
     g_wins: Counter[int] = Counter()
     for (n, c), by_g in sorted(groups.items()):
-        per_g = {g: best_timing(pts) for g, pts in by_g.items()}
+        per_g = {g: best_timing_info(pts) for g, pts in by_g.items()}
         g_best = min(per_g, key=lambda g: per_g[g][1])
         g_wins[g_best] += 1
-        d, loss = per_g[g_best]
+        d, loss, edge = per_g[g_best]
         best.append(
             {
                 "params": n,
@@ -66,6 +80,8 @@ def fit_guideline(points: list[SweepPoint], base: Guideline = PAPER) -> Guidelin
                 "growth_factor": g_best,
                 "growth_tokens": d,
                 "loss": loss,
+                "at_grid_edge": edge,
+                "grid": sorted({p.growth_tokens for p in by_g[g_best]}),
                 "per_factor": {str(g): v[0] for g, v in per_g.items()},
             }
         )
@@ -91,7 +107,27 @@ def fit_guideline(points: list[SweepPoint], base: Guideline = PAPER) -> Guidelin
     coef.update({k: float(v) for k, v in zip(free, sol, strict=True)})
     pred = coef["alpha"] * logn + coef["beta"] * invc + coef["gamma"]
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else None
+    ss_res = float(np.sum((y - pred) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else None
+    dof = len(rows) - len(free)
+    stderr: dict[str, float] | None = None
+    problems: list[str] = []
+    if dof > 0:
+        cov = ss_res / dof * np.linalg.inv(a_mat.T @ a_mat)
+        stderr = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(free)}
+    else:
+        problems.append(
+            f"{', '.join(free)} fitted from {len(rows)} (N, C) point(s): an exact fit with no "
+            "residual, so no uncertainty; sweep more sizes or budgets"
+        )
+    for b in rows:
+        if b["at_grid_edge"]:
+            grid = ", ".join(f"{d:.3g}" for d in b["grid"])
+            problems.append(
+                f"at N={b['params']:.3g}, C={b['compute']:.3g} the best d ({b['growth_tokens']:.3g}"
+                f") is at the edge of the grid [{grid}]: the optimum may lie outside it; "
+                "extend the grid"
+            )
     return Guideline(
         alpha=coef["alpha"],
         beta=coef["beta"],
@@ -107,6 +143,11 @@ def fit_guideline(points: list[SweepPoint], base: Guideline = PAPER) -> Guidelin
             "fitted": free,
             "fixed": {k: coef[k] for k in coef if k not in free},
             "r2": r2,
+            "points": len(rows),
+            "residual_dof": dof,
+            "stderr": stderr,
+            "problems": problems,
+            "usable": not problems,
             "best": best,
             "growth_factor_wins": {str(g): n for g, n in g_wins.items()},
         },

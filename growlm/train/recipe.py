@@ -169,11 +169,12 @@ class StageConfig:
 class RunConfig:
     """How the run executes: precision, devices, logging and checkpoint cadence."""
 
-    precision: Literal["bf16", "fp32"] = field(
+    precision: Literal["bf16", "fp32", "auto"] = field(
         default="bf16",
         metadata=doc(
-            "bf16 autocast (fp32 master weights) or fp32; bfloat16 and float32 are read as the "
-            "same",
+            "bf16 autocast (fp32 master weights), fp32, or auto: per stage, fp32 on CPU below "
+            "the measured crossover width (growlm/train/precision.py), bf16 otherwise; bfloat16 "
+            "and float32 are read as bf16 and fp32",
             aliases={"bfloat16": "bf16", "float32": "fp32"},
         ),
     )
