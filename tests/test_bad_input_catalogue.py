@@ -790,7 +790,7 @@ def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--tokenizer", str(c.path("tok"))))
 
 
-@case("prepare: held-out sources without text", InvalidData, "validation sources (val_sources)")
+@case("prepare: held-out sources without text", InvalidData, "validation sources (--val-source)")
 def _(c):
     return prepare(c, c.write("a.txt", TEXT), args=("--val-source", c.write("v/blank.txt", " \n")))
 
@@ -800,7 +800,7 @@ def _(c):
     return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown,wiki"]
 
 
-@case("prepare: fetch-corpus OUT exists", InvalidData, "exists; pass --force to replace it")
+@case("prepare: fetch-corpus OUT exists", OutputExists, "already exists", "pass --force")
 def _(c):
     c.write("mix/keep.txt", "mine")
     return ["data", "fetch-corpus", "--out", str(c.path("mix")), "--sources", "brown"]

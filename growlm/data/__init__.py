@@ -1,19 +1,33 @@
 """Data pipeline: corpus sources, tokenizer training, token shards and a resumable sampler.
 
-The sampler's names are imported on first use, so preparing data does not pay for torch."""
+Every name is imported on first use: preparing data does not pay for torch, and the CLI's
+``--help`` pays for neither tokenizers nor numpy."""
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-from growlm.data.prepare import PrepareOptions, prepare, prepare_cached
-from growlm.data.shards import TokenShards, open_shards
-from growlm.data.tokenizer import CorpusTokenizer, load_tokenizer, train_tokenizer
-
 if TYPE_CHECKING:
+    from growlm.data.prepare import PrepareOptions, prepare, prepare_cached
     from growlm.data.sampler import SamplerState, TokenWindows, WindowSampler
+    from growlm.data.shards import TokenShards, open_shards
+    from growlm.data.tokenizer import CorpusTokenizer, load_tokenizer, train_tokenizer
 
-_SAMPLER = ("SamplerState", "TokenWindows", "WindowSampler")
+_WHERE = {
+    "PrepareOptions": "prepare",
+    "prepare": "prepare",
+    "prepare_cached": "prepare",
+    "SamplerState": "sampler",
+    "TokenWindows": "sampler",
+    "WindowSampler": "sampler",
+    "TokenShards": "shards",
+    "open_shards": "shards",
+    "CorpusTokenizer": "tokenizer",
+    "load_tokenizer": "tokenizer",
+    "train_tokenizer": "tokenizer",
+}
 
 __all__ = [
     "CorpusTokenizer",
@@ -31,8 +45,21 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SAMPLER:
-        from growlm.data import sampler
+    if name in _WHERE:
+        import importlib
 
-        return getattr(sampler, name)
+        return getattr(importlib.import_module(f"growlm.data.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'growlm.data' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps ``growlm.data.prepare`` the function: importing the submodule of the same name
+    would otherwise bind the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

