@@ -259,6 +259,9 @@ def _files(folder: Path) -> dict[str, bytes]:
     record = json.loads(out.pop("growth.json"))  # holds a timestamp; the rest is exact
     record.pop("created")
     out["growth.json"] = json.dumps(record, sort_keys=True).encode()
+    if "README.md" in out:  # the model card's loading example names the folder it was written to
+        card = re.sub(rb'from_pretrained\("[^"]*"\)', b"OUT", out["README.md"])
+        out["README.md"] = re.sub(rb"(?m)^# .*$", b"# OUT", card)  # and its title
     return out
 
 

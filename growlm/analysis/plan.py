@@ -80,7 +80,7 @@ def make_plan(
         if not math.isfinite(compute) or compute <= 6.0 * params:
             raise AnalysisError(f"--compute must exceed 6 N = {6 * params:.3g} FLOPs")
         tokens = compute / (6.0 * params)
-    g = int(growth_factor or guideline.growth_factor)
+    g = int(guideline.growth_factor if growth_factor is None else growth_factor)
     if g < 2:
         raise AnalysisError(f"growth factor must be >= 2, got {g}")
     if growth_tokens is not None:

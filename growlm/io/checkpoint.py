@@ -116,9 +116,14 @@ class SourceCheckpoint:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # torch raises many types for bad/unsafe pickles
-            raise CorruptCheckpoint(
-                f"cannot load {path} safely (weights_only): {str(e).splitlines()[0][:200]}"
-            ) from None
+            unsafe = "weights_only" in str(e) or "Unsupported global" in str(e)
+            reason = (
+                "it holds Python objects besides tensors, and growlm never unpickles them; "
+                "convert it to safetensors with a tool you trust"
+                if unsafe
+                else str(e).splitlines()[0][:200]
+            )
+            raise CorruptCheckpoint(f"cannot load {path} safely (weights_only): {reason}") from None
         if not isinstance(sd, dict):
             raise CorruptCheckpoint(f"{path} does not hold a state dict")
         self._bin[fname] = sd
