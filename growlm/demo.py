@@ -167,6 +167,7 @@ def run_demo(args: argparse.Namespace) -> int:
     seed = int(getattr(args, "seed", 0))
     scratch, stacked = demo_recipes(seed, scale)
     control = small_alone_recipe(seed, scale)
+    _check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     tag = f"seed{seed}" + ("" if scale == 1.0 else f"-x{scale:g}")
@@ -193,6 +194,49 @@ def run_demo(args: argparse.Namespace) -> int:
     tmp.replace(out / "summary.json")
     _print_table(result)
     return 0
+
+
+# what a demo folder holds: its runs (reused when finished), comparisons, summary and plot
+DEMO_MEMBERS = (
+    "scratch-*",
+    "g_stack-*",
+    "small_alone-*",
+    "compare-*",
+    "operators",
+    "summary.json",
+    "summary.json.tmp",
+    "loss_vs_flops.png",
+)
+
+
+def _check_demo_folder(out: Path) -> None:
+    """The demo writes into ``--out`` and reuses finished runs there: refuse a folder that holds
+    anything else (its summary and plot would be overwritten)."""
+    from fnmatch import fnmatchcase
+
+    from growlm.errors import OutputExists, OutputNotWritable
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputNotWritable(f"--out {str(out)!r} is a file, not a folder: choose another")
+    entries = sorted(p.name for p in out.iterdir())
+    foreign = [e for e in entries if not any(fnmatchcase(e, m) for m in DEMO_MEMBERS)]
+    summary = out / "summary.json"
+    if summary.is_file():
+        try:
+            ours = "scratch_final_val_loss" in json.loads(summary.read_text())
+        except (ValueError, OSError, TypeError):
+            ours = False
+        if not ours:
+            foreign.append("summary.json")
+    elif "loss_vs_flops.png" in entries:
+        foreign.append("loss_vs_flops.png")
+    if foreign:
+        raise OutputExists(
+            f"--out {str(out)!r} holds files the demo did not write ({', '.join(foreign[:3])}): "
+            "choose a new folder, or an earlier demo's"
+        )
 
 
 def _describe(raw: dict[str, Any]) -> str:

@@ -254,7 +254,7 @@ def grow(
             out, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
         )
     check_source(source, op)
-    check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None)
+    check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None, op)
     learned = ligo.parse_learn_op(op)
     learn_data: _LearnData | None = None
     if learned is None:

@@ -90,19 +90,33 @@ def check_bounds(
     params: dict[str, Any],
     out: Path | None,
     out_dtype: torch.dtype | None,
+    op: str = "",
 ) -> None:
     """Sizes the user asked for, from the parameters alone: sane, and within the free disk."""
     spec = spec_for(source.config.get("model_type"))
     n = source.config.get(spec.keys.layers)
     if not isinstance(n, int) or n < 1:
         raise CorruptCheckpoint(f"config.json has no valid {spec.keys.layers}: {n!r}")
-    depth = _target_layers(n, params)
+    widens = "clone-width" in op.split("+")  # its --factor multiplies the width, not the depth
+    depth = _target_layers(
+        n, {k: v for k, v in params.items() if k != "factor"} if widens else params
+    )
     if depth > MAX_LAYERS:
         raise InvalidGrowth(
             f"the grown model would have {depth} layers; growlm grows to at most {MAX_LAYERS}: "
             "lower --factor / --num-layers"
         )
     ratio = 1.0
+    if widens and isinstance(params.get("factor"), int):
+        if params["factor"] * int(source.config.get(spec.keys.hidden) or 1) > MAX_WIDTH:
+            raise InvalidGrowth(
+                f"clone-width --factor {params['factor']}: the hidden size would pass "
+                f"{MAX_WIDTH}, beyond any model growlm can write"
+            )
+        ratio = float(params["factor"])
+    tokens = params.get("new_tokens")
+    if isinstance(tokens, int) and tokens > MAX_WIDTH:
+        raise InvalidGrowth(f"--new-tokens {tokens} is beyond any model growlm can write")
     for key, attr in WIDTH_KEYS.items():
         value = params.get(key)
         if value is None:

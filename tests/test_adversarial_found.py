@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+import pytest
 from tiny_models import save_model
 
 import growlm.cli as cli
@@ -140,3 +141,47 @@ def test_eval_refuses_an_encoder(tmp_path: Path, capsys) -> None:
     text.write_text("hello world " * 20)
     assert _run(["eval", str(bert), "--data", str(text)]) == 2
     assert "not a causal language model" in capsys.readouterr().err
+
+
+# second pass
+# D5 (fixed): demo --out into a user's folder overwrote its summary.json / plot
+def test_demo_refuses_a_folder_of_other_files(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.json").write_text('{"mine": 1}')
+    (out / "notes.txt").write_text("x")
+    assert _run(["demo", "--out", str(out), "--scale", "0.01"]) == 2
+    assert "holds files the demo did not write" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == '{"mine": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
+
+
+# T7 (fixed): a .gguf with the right magic but a truncated header raised struct.error
+def test_truncated_gguf_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "m.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00\x05")
+    assert _run(["grow", str(bad), str(tmp_path / "o"), "--op", "stack", "--factor", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+# T8 (fixed): 6 N D overflowing to inf divided by zero
+def test_plan_with_sizes_that_overflow(capsys) -> None:
+    assert _run(["plan", "--params", "1e200", "--tokens", "1e200"]) == 2
+    assert "overflow" in capsys.readouterr().err
+
+
+# T9 (fixed): a scaling fit with inf (1e400) or huge exponents
+@pytest.mark.parametrize(
+    "fit",
+    [
+        '{"tokens_per_param": 1e400}',
+        '{"E": 1.7, "A": 400, "B": 400, "alpha": 1e308, "beta": 1e308}',
+    ],
+)
+def test_plan_scaling_fit_out_of_range(fit: str, tmp_path: Path) -> None:
+    f = tmp_path / "fit.json"
+    f.write_text(fit)
+    assert _run(["plan", "--params", "50M", "--tokens", "10M", "--scaling", str(f)]) == 2

@@ -83,16 +83,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     guideline = load_guideline(args.guideline) if args.guideline else PAPER
     spec = load_model_spec(args.model) if args.model else None
-    plan = make_plan(
-        args.params,
-        args.tokens,
-        args.compute,
-        spec,
-        guideline,
-        args.growth_factor,
-        args.growth_tokens,
-        load_scaling(args.scaling),
-    )
+    try:
+        plan = make_plan(
+            args.params,
+            args.tokens,
+            args.compute,
+            spec,
+            guideline,
+            args.growth_factor,
+            args.growth_tokens,
+            load_scaling(args.scaling),
+        )
+    except (OverflowError, ZeroDivisionError) as exc:  # e.g. --params 1e200 --tokens 1e200
+        raise AnalysisError(
+            f"the sizes, budget or fit overflow floating point ({exc}): give realistic values"
+        ) from None
     data = plan.to_json()
     if args.write_recipe:
         if spec is None:

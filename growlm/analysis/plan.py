@@ -75,6 +75,8 @@ def make_plan(
         if not math.isfinite(tokens) or tokens <= 0:
             raise AnalysisError(f"--tokens must be positive, got {tokens:g}")
         compute = 6.0 * params * tokens
+        if not math.isfinite(compute):
+            raise AnalysisError(f"6 N D = 6 x {params:g} x {tokens:g} overflows: realistic sizes")
     else:
         assert compute is not None
         if not math.isfinite(compute) or compute <= 6.0 * params:

@@ -126,7 +126,13 @@ def load_scaling(spec: str | Path | None) -> ScalingLaw:
 
 
 def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    """A positive finite number (JSON's 1e400 reads as inf)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _pair(value: Any) -> tuple[float, float]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,18 @@ def _convert(gguf: Path, out: Path, types: list[str]) -> None:
             f"reading {gguf.name} needs the gguf package: pip install 'growlm[gguf]' "
             f"({one_line(exc)})"
         ) from None
-    except (ValueError, NotImplementedError, KeyError, OSError, RuntimeError) as exc:
+    except (
+        ValueError,
+        NotImplementedError,
+        KeyError,
+        OSError,
+        RuntimeError,
+        struct.error,  # a truncated or malformed header
+        EOFError,
+        IndexError,
+        OverflowError,
+        MemoryError,  # a header that claims absurd sizes
+    ) as exc:
         raise CorruptCheckpoint(
             f"transformers cannot read {gguf} ({one_line(exc, 160)}); it reads GGUF files of "
             f"tensor types {', '.join(gguf_types())}"
