@@ -313,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stopped(args, "interrupted", 130)
     except MemoryError:
         return _user_error(_out_of_memory(args, None))
+    except UnicodeError as e:  # a path or a file that is not UTF-8 (a recipe, a name)
+        return _user_error(_not_utf8(e))
     except OSError as e:
         return _user_error(_environment_error(e))
     except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
@@ -371,6 +373,11 @@ def _out_of_memory(args: argparse.Namespace, message: str | None) -> GrowlmError
         "eval": "lower --max-length or --batch-size",
     }.get(getattr(args, "command", ""), "use smaller inputs")
     return OutOfMemory(f"out of memory: an allocation{size} failed; {knob}")
+
+
+def _not_utf8(e: UnicodeError) -> GrowlmError:
+    what = "a file" if isinstance(e, UnicodeDecodeError) else "a path or name"
+    return GrowlmError(f"{what} is not valid UTF-8 ({e}): rename or convert it")
 
 
 def _environment_error(e: OSError) -> GrowlmError:

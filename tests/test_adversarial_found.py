@@ -185,3 +185,45 @@ def test_plan_scaling_fit_out_of_range(fit: str, tmp_path: Path) -> None:
     f = tmp_path / "fit.json"
     f.write_text(fit)
     assert _run(["plan", "--params", "50M", "--tokens", "10M", "--scaling", str(f)]) == 2
+
+
+# third pass
+# D7 (fixed): fit --out replaced any existing file
+def test_fit_out_refuses_an_existing_file(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = [{"step": i, "stage": "s", "tokens": i, "flops": i * 1e9, "val_loss": 5.0 - i / 10}
+            for i in range(1, 6)]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _run(["fit", str(run), str(run), "--out", str(notes)]) == 2
+    assert notes.read_text() == "my notes"
+
+
+# D6 (fixed): compare --out into a folder of the user's files overwrote report.md
+def test_compare_out_refuses_a_folder_of_other_files(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "report.md").write_text("# mine")
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = [{"step": i, "stage": "s", "tokens": i, "flops": i * 1e9, "val_loss": 5.0 - i / 10}
+            for i in range(1, 6)]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _run(["compare", str(run), str(run), "--out", str(proj)]) == 2
+    assert (proj / "report.md").read_text() == "# mine"
+
+
+# T10 / T11 (fixed): a path that is not UTF-8, a recipe that is not text
+def test_non_utf8_path_and_recipe_are_one_line(tmp_path: Path, capsys) -> None:
+    src = save_model("llama", tmp_path / "src")
+    bad_out = os.fsencode(tmp_path) + b"/o\xff"
+    rc = _run(["grow", str(src), os.fsdecode(bad_out), "--op", "stack", "--factor", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "UTF-8" in err, err
+    assert not os.path.exists(bad_out)
+    recipe = tmp_path / "bin.yaml"
+    recipe.write_bytes(b"\xc8\xff\x00binary")
+    assert _run(["train", str(recipe), "--out", str(tmp_path / "t")]) == 2
+    assert "UTF-8" in capsys.readouterr().err

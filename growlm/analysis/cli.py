@@ -148,9 +148,30 @@ def _add_compare(sub: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def _check_compare_out(out: Path) -> None:
+    """compare writes report.md, summary.json and plots into --out: refuse a folder that holds
+    anything but an earlier comparison (its files would be overwritten)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AnalysisError(f"--out {str(out)!r} is a file, not a folder: choose another --out")
+    if not any(out.iterdir()):
+        return
+    try:
+        ours = "reference" in json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise AnalysisError(
+            f"--out {str(out)!r} holds files that are not an earlier `growlm compare` output: "
+            "choose a new or empty folder"
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from growlm.analysis.compare import compare
 
+    _check_compare_out(args.out)
     summary = compare(
         args.runs,
         args.out,
@@ -187,6 +208,7 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("runs", nargs="*", type=Path, help="run folders (first: reference)")
     p.add_argument("--sweep", type=Path, help="sweep folder (its sweep.json) to fit d on")
     p.add_argument("--out", type=Path, help="write the fits / guideline JSON here")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--at-flops", type=number_list, default=[], help="predict loss at C,C,...")
     p.add_argument("--at-loss", type=float, help="loss for FLOPs and extrapolated speedup")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
@@ -195,6 +217,11 @@ def _add_fit(sub: Any) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    if args.out is not None and args.out.exists() and not args.force:
+        raise AnalysisError(
+            f"--out {str(args.out)!r} already exists: choose another file or pass --force to "
+            "replace it"
+        )
     if args.sweep:
         return _fit_sweep(args)
     if not args.runs:
