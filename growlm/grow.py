@@ -21,13 +21,13 @@ from growlm.arch import BUFFERS, spec_for
 from growlm.dtypes import SPELLINGS, long_name
 from growlm.errors import (
     DiskFull,
-    GrowlmError,
     InvalidData,
     InvalidGrowth,
 )
 from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
+from growlm.io.hf_config import config_object
 from growlm.io.model_card import add_check, grow_facts, write_grow_card
 from growlm.io.output import check_output, staged_output
 from growlm.io.resolve import resolve_model
@@ -149,18 +149,6 @@ def plan_tensors(
 ) -> Plan:
     """The plan of a plain operator for a config dict and tensor shapes (no weights)."""
     return _plan(cfg, shapes, op, params, seed)
-
-
-def config_object(cfg: dict[str, Any]) -> Any:
-    """A plan's config dict as the family's PretrainedConfig."""
-    from transformers import AutoConfig
-
-    new_cfg = dict(cfg)
-    model_type = new_cfg.pop("model_type")
-    try:
-        return AutoConfig.for_model(model_type, **new_cfg)
-    except Exception as e:
-        raise GrowlmError(f"grown config is invalid: {e}") from None
 
 
 def _params(**kw: Any) -> dict[str, Any]:

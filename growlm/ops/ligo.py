@@ -548,7 +548,7 @@ def learn(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Learned:
     """``learn_grow`` on a config dict; also returns the skeleton plan (names, config)."""
-    from growlm.grow import config_object
+    from growlm.io.hf_config import config_object
 
     t0 = time.perf_counter()
     shapes = {n: tuple(t.shape) for n, t in weights.items()}
@@ -659,7 +659,7 @@ def learn_grow(
     """
     from transformers import PretrainedConfig
 
-    from growlm.grow import config_object
+    from growlm.io.hf_config import config_object
 
     cfg = config.to_dict() if isinstance(config, PretrainedConfig) else dict(config)
     result = learn(cfg, weights, op, params, batches, steps, lr, seed, autocast_dtype, on_step)

@@ -36,7 +36,7 @@ def group_names(config: dict[str, Any]) -> list[list[str]]:
     no-decay, each in ``named_parameters`` order (tied weights once), as Trainer builds them."""
     from transformers import AutoModelForCausalLM, Trainer
 
-    from growlm.grow import config_object
+    from growlm.io.hf_config import config_object
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config_object(config))
@@ -109,7 +109,7 @@ def grow_trainer_state(
 ) -> dict[str, Any]:
     """Write the grown ``optimizer.pt`` and the carried Trainer files into ``out``; returns
     what growth.json records about it."""
-    from growlm.grow import config_object
+    from growlm.io.hf_config import config_object
     from growlm.train.growth import grow_moments
     from growlm.train.recipe import GrowConfig
 
