@@ -14,8 +14,9 @@ import yaml
 from tiny_models import make_model
 
 from growlm.grow import grow_tensors
+from growlm.train.distributed import DistContext
 from growlm.train.loop import train
-from growlm.train.moe import RouterTap, active_params, moe_spec
+from growlm.train.moe import RouterTap, active_params, moe_spec, router_tap
 from growlm.train.recipe import recipe_from_dict
 
 RECIPES = Path(__file__).parents[1] / "recipes"
@@ -37,7 +38,37 @@ def test_router_losses_and_load_by_hand():
     frac = torch.tensor([0.75, 0.25])
     assert torch.allclose(aux, 2 * (frac * probs.mean(0)).sum())
     assert torch.allclose(z, torch.logsumexp(logits, -1).pow(2).mean())
-    assert tap.load() == [[0.75, 0.25]]
+    # a step of two micro-batches: the second sends every token to expert 1
+    tap.tally(aux, z)
+    tap.logits = [torch.tensor([[0.0, 1.0]] * 4)]
+    aux2, z2 = tap.losses()
+    tap.tally(aux2, z2)
+    stats = tap.step_stats(DistContext())
+    assert stats["expert_load"] == [[0.375, 0.625]]  # 3 of 8 assignments to expert 0
+    assert stats["aux_loss"] == pytest.approx(float(aux + aux2) / 2, abs=1e-6)
+    assert stats["z_loss"] == pytest.approx(float(z + z2) / 2, abs=1e-6)
+
+
+def test_router_tap_keeps_training_forwards_only():
+    """An evaluation's forward (eval mode, e.g. the validation loss between steps) leaves no
+    router logits behind to leak into the next training step's losses and expert load."""
+    from transformers import AutoModelForCausalLM
+
+    model = make_model("llama")
+    conf, _, _ = grow_tensors(model.config, dict(model.state_dict()), "upcycle",
+                              {"experts": 4, "top_k": 2})  # fmt: skip
+    moe = AutoModelForCausalLM.from_config(conf)
+    tap = router_tap(moe, conf)
+    assert tap is not None and len(tap.hooks) == 3
+    ids = torch.arange(10).view(2, 5)
+    with torch.no_grad():
+        moe.eval()
+        moe(input_ids=ids)
+        assert tap.logits == []
+        moe.train()
+        moe(input_ids=ids)
+    assert [t.shape for t in tap.logits] == [(10, 4)] * 3  # [tokens, E] per layer
+    tap.remove()
 
 
 def test_active_params_count_top_k_experts():

@@ -139,7 +139,6 @@ class Trainer:
         self._session_start = time.perf_counter()
         self._elapsed_before = 0.0
         self._moe: tuple[RouterTap, tuple[float, float]] | None = None
-        self._moe_stats: dict[str, Any] = {}
 
     # ---- planning -----------------------------------------------------------------------
     def _global_batch(self, optim: OptimConfig) -> int:
@@ -510,8 +509,8 @@ class Trainer:
             }
             if mask is not None:
                 record["mask"] = mask  # MSG: the weight of the new structure at this step
-            if self._moe is not None:
-                record.update(self._moe_stats)  # aux_loss, z_loss, expert_load per layer
+            if self._moe is not None:  # aux_loss, z_loss, expert_load per layer (all ranks)
+                record.update(self._moe[0].step_stats(self.ctx))
             if not finite:
                 record["event"] = "skipped_nonfinite"
             elif (
@@ -569,7 +568,7 @@ class Trainer:
                 with self._autocast():
                     logits = model(input_ids=inputs).logits  # [micro, T, V]
                 loss = self._loss(logits, targets)
-                objective = loss if self._moe is None else loss + self._router_losses(j, accum)
+                objective = loss if self._moe is None else loss + self._router_losses()
                 (objective / accum).backward()
             total += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -582,18 +581,13 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value
 
-    def _router_losses(self, micro: int, accum: int) -> torch.Tensor:
-        """MoE: coef * load-balancing + z_coef * z-loss of this micro-batch's routers; the
-        statistics of the step's micro-batches are averaged for the metrics."""
+    def _router_losses(self) -> torch.Tensor:
+        """MoE: coef * load-balancing + z_coef * z-loss of this micro-batch's routers; their
+        statistics are tallied for the step's metrics."""
         assert self._moe is not None
         tap, (aux_coef, z_coef) = self._moe
         aux, z = tap.losses()
-        if micro == 0:
-            self._moe_stats = {"aux_loss": 0.0, "z_loss": 0.0}
-        self._moe_stats["aux_loss"] += float(aux.detach()) / accum
-        self._moe_stats["z_loss"] += float(z.detach()) / accum
-        if micro == accum - 1:
-            self._moe_stats["expert_load"] = tap.load()
+        tap.tally(aux.detach(), z.detach())
         tap.clear()
         return aux_coef * aux + z_coef * z
 

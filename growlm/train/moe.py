@@ -13,6 +13,10 @@ every MoE layer, [tokens, E]. From them, per step:
   over layers; 1 when perfectly balanced;
 - router z-loss (ST-MoE, Zoph et al. 2022): mean over tokens of logsumexp(logits)^2;
 - expert load: f_i per layer, logged to the metrics JSONL.
+
+The logged statistics cover the whole optimizer step: every micro-batch of every rank
+(``tally`` each micro-batch, ``step_stats`` sums over ranks), so one process with gradient
+accumulation and torchrun with the same global batch log the same numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch
 from torch import nn
 
 from growlm.arch.moe import MoeSpec, moe_spec_for_type
+from growlm.train import distributed
+from growlm.train.distributed import DistContext
 
 _LAYER = "model.layers.{i}."
 
@@ -63,7 +69,8 @@ def module_layout(config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, to
 
 
 class RouterTap:
-    """Collects every router's logits during a forward pass (hooks on the router modules)."""
+    """Collects every router's logits during a training forward pass (hooks on the router
+    modules; forwards in eval mode, such as the validation loss, are not collected)."""
 
     def __init__(self, model: nn.Module, spec: MoeSpec, top_k: int) -> None:
         self.top_k = top_k
@@ -75,8 +82,13 @@ class RouterTap:
             for name, m in model.named_modules()
             if pattern.match(name)
         ]
+        self._sums: torch.Tensor | None = None  # [2 + layers * E]: aux, z, then counts
+        self._micro = 0
+        self._experts = 0
 
-    def _keep(self, _m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+    def _keep(self, module: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+        if not module.training:
+            return  # an evaluation's forward: not part of the training step's losses
         logits = out[0] if isinstance(out, tuple) else out
         self.logits.append(logits.float())  # [tokens, E]
 
@@ -105,14 +117,32 @@ class RouterTap:
         return torch.stack(aux).mean(), torch.stack(z).mean()
 
     @torch.no_grad()
-    def load(self) -> list[list[float]]:
-        """Per layer, the fraction of top-k assignments each expert received."""
-        out = []
-        for logits in self.logits:
-            chosen = logits.topk(self.top_k, dim=-1).indices.reshape(-1)
-            counts = torch.bincount(chosen, minlength=logits.shape[-1]).float()
-            out.append([round(float(c), 4) for c in counts / chosen.numel()])
-        return out
+    def tally(self, aux: torch.Tensor, z: torch.Tensor) -> None:
+        """Add this micro-batch's losses and top-k assignments per expert to the step's."""
+        n_exp = self.logits[0].shape[-1]
+        chosen = [logits.topk(self.top_k, dim=-1).indices.reshape(-1) for logits in self.logits]
+        counts = torch.stack([torch.bincount(c, minlength=n_exp) for c in chosen])  # [layers, E]
+        self._experts = n_exp
+        row = torch.cat([torch.stack([aux, z]).double(), counts.reshape(-1).double()])
+        self._sums = row if self._sums is None else self._sums + row
+        self._micro += 1
+
+    @torch.no_grad()
+    def step_stats(self, ctx: DistContext) -> dict[str, Any]:
+        """The step's statistics over every rank (a collective: every rank calls it), then
+        reset: mean aux and z-loss over micro-batches, and per layer the fraction of top-k
+        assignments each expert received."""
+        assert self._sums is not None, "step_stats before any tally"
+        sums = distributed.all_reduce_sum(ctx, self._sums.to(ctx.device)).cpu()
+        micro = self._micro * ctx.world_size
+        self._sums, self._micro = None, 0
+        counts = sums[2:].view(-1, self._experts)  # [layers, E]
+        load = counts / counts.sum(dim=-1, keepdim=True)
+        return {
+            "aux_loss": float(sums[0]) / micro,
+            "z_loss": float(sums[1]) / micro,
+            "expert_load": [[round(float(f), 4) for f in layer] for layer in load],
+        }
 
 
 def active_params(model: nn.Module, config: Any) -> int:
