@@ -253,7 +253,7 @@ def job_probe(job: dict[str, Any]) -> dict[str, Any]:
     eager SDPA) fits in ``headroom`` of the device's memory (bench/gpu_check.probe_batch)."""
     from gpu_check import probe_batch
 
-    from growlm.train.loop import token_loss
+    from growlm.train.loss import token_loss
     from growlm.train.model import build_model
 
     device = torch.device(job["device"])

@@ -7,7 +7,7 @@ same initial weights in both arms. growlm trains MoE models with transformers' o
 (``MixtralSparseMoeBlock``: the router and the fused experts), so the arms share the model's
 forward; they differ in what wraps it:
 
-- ``growlm``: ``Trainer._step`` of growlm/train/loop.py, as ``growlm train`` runs it: forward,
+- ``growlm``: ``Trainer._update`` of growlm/train/loop.py, as ``growlm train`` runs it: forward,
   router logits collected by forward hooks (growlm/train/moe.py ``RouterTap``), cross-entropy
   plus coef * load-balancing loss plus z_coef * z-loss, the step's router statistics tallied
   (aux, z, expert load for the metrics JSONL), backward, clip 1.0, AdamW;
@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from growlm.train.distributed import DistContext  # noqa: E402
 from growlm.train.loop import Trainer  # noqa: E402
-from growlm.train.moe import moe_coefs, router_tap  # noqa: E402
+from growlm.train.loss import Objective  # noqa: E402
 from growlm.train.optim import make_optimizer  # noqa: E402
 from growlm.train.recipe import recipe_from_dict  # noqa: E402
 
@@ -93,15 +93,14 @@ def make_arms(batch: torch.Tensor) -> tuple[dict[str, Callable[[], float]], Any]
     base.train()
 
     ours = copy.deepcopy(base)
-    tap = router_tap(ours, config)
-    assert tap is not None
-    trainer._moe = (tap, moe_coefs(config, cfg))
+    objective = Objective.for_model(trainer._loss, ours, config, cfg)
+    assert objective.tap is not None
     trainer.autocast_dtype = None  # fp32
     ours_opt = make_optimizer(ours, cfg)
 
     def growlm_step() -> float:
-        loss, _ = trainer._step(ours, ours_opt, batch, cfg)
-        tap.step_stats(DistContext())  # what the loop logs each step
+        loss, _ = trainer._update(ours, ours_opt, batch, cfg, objective)
+        objective.metrics(DistContext())  # what the loop logs each step
         return loss
 
     theirs = copy.deepcopy(base)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from train_throughput import MODEL  # noqa: E402  (this folder is on sys.path: same model)
 
 from growlm.train import attention  # noqa: E402
-from growlm.train.loop import token_loss  # noqa: E402
+from growlm.train.loss import token_loss  # noqa: E402
 from growlm.train.model import compile_blocks  # noqa: E402
 
 

@@ -66,11 +66,12 @@ def prepared_data() -> Path:
 
 
 def flops_per_token(n_params: int) -> float:
-    from growlm.train.model import attention_flops_per_token, build_config
+    from growlm.train.flops import attention_flops_per_token, model_flops_per_token
+    from growlm.train.model import build_config
     from growlm.train.recipe import ModelConfig
 
     config = build_config(ModelConfig(config=dict(MODEL)), VOCAB, 0)
-    return 6.0 * n_params + attention_flops_per_token(config, SEQ)
+    return model_flops_per_token(n_params) + attention_flops_per_token(config, SEQ)
 
 
 def growlm_arm(data: Path, batch: int, steps: int, warmup: int, compile_: bool) -> dict[str, Any]:

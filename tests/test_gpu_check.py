@@ -108,16 +108,16 @@ def test_probe_doubles_then_bisects():
 
 def test_probe_job_treats_out_of_memory_as_no_fit(monkeypatch):
     """The probe's real step on a tiny model; the loss raises torch's OOM error above batch 3."""
-    from growlm.train import loop
+    from growlm.train import loss
 
-    real = loop.token_loss
+    real = loss.token_loss
 
     def loss_or_oom(logits, targets, reduction="mean"):
         if logits.shape[0] > 3:
             raise torch.OutOfMemoryError("CUDA out of memory (fake)")
         return real(logits, targets, reduction)
 
-    monkeypatch.setattr(loop, "token_loss", loss_or_oom)
+    monkeypatch.setattr(loss, "token_loss", loss_or_oom)
     job = {
         "device": "cpu",
         "model": TINY,

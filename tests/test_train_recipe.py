@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from growlm.errors import InvalidRecipe
 from growlm.train.growth import check_growth
 from growlm.train.model import build_config, param_count
-from growlm.train.recipe import load_recipe, recipe_from_dict
+from growlm.train.recipe import check_resumable, load_recipe, recipe_from_dict, recipe_to_dict
 from growlm.train.schema import describe
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
@@ -193,3 +194,46 @@ def test_cli_reports_a_bad_recipe_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err == ["error: optim.lr must be > 0, got 0.0"]  # the key the user set
     assert not (tmp_path / "o").exists()
+
+
+def test_recipe_to_dict_is_plain_data():
+    raw = _tiny_raw()
+    raw["stages"][1]["optim"]["betas"] = (0.8, 0.9)  # a tuple, as a caller may build one
+    plain = recipe_to_dict(recipe_from_dict(raw, []))
+    assert plain["optim"]["betas"] == [0.9, 0.95]
+    assert plain["stages"][1]["optim"]["betas"] == [0.8, 0.9]
+    assert yaml.safe_load(yaml.safe_dump(plain)) == plain
+
+
+RESUMED = [  # (override, stage in the checkpoint, finished, error or None)
+    ([], 1, False, None),
+    (["stages.grown.optim.lr=1e-4"], 1, False, None),  # the stage in progress may change optim
+    (["optim.lr=1e-4"], 0, False, None),  # ... also through the shared section
+    (["stages.base.tokens=512"], 1, False, "stages: the stages already trained differ"),
+    (["stages.grown.tokens=512"], 1, False, "stages: stage 'grown' in progress differs from"),
+    (["stages.base.optim.lr=1e-4"], 0, True, "stages: the stages already trained differ"),
+    (["optim.lr=1e-4"], 0, True, "optim: differs for stage 'base', already trained in 'OUT'"),
+    (["optim.lr=1e-4"], 1, False, "optim: differs for stage 'base', already trained in 'OUT'"),
+    (["seed=7"], 0, False, "seed: differs from the recipe of the run being resumed in 'OUT'"),
+    (["data.seq_len=32"], 0, False, "data: differs"),
+    (["model.config.hidden_size=128"], 0, False, "model: differs"),
+]
+
+
+@pytest.mark.parametrize("sets,stage,finished,error", RESUMED)
+def test_resume_accepts_only_an_unchanged_past(sets, stage, finished, error):
+    saved = recipe_to_dict(load_recipe(TINY))
+    current = load_recipe(TINY, sets)
+    if error is None:
+        check_resumable(current, saved, stage, finished, "OUT")
+        return
+    with pytest.raises(InvalidRecipe, match="^" + re.escape(error)):
+        check_resumable(current, saved, stage, finished, "OUT")
+
+
+def test_resume_refuses_a_checkpoint_past_the_recipes_stages():
+    raw = _tiny_raw()
+    saved = recipe_to_dict(recipe_from_dict(raw, []))
+    raw["stages"] = raw["stages"][:1]
+    with pytest.raises(InvalidRecipe, match=r"^stages: the stages already trained differ"):
+        check_resumable(recipe_from_dict(raw, []), saved, 1, False, "OUT")

@@ -222,6 +222,29 @@ def test_resume_inside_the_ramp_is_exact(tmp_path, monkeypatch):
     assert set(a) == set(b) and all(torch.equal(a[n], b[n]) for n in a)
 
 
+def test_resume_inside_the_ramp_refuses_a_stage_shorter_than_the_ramp(tmp_path, monkeypatch):
+    """The ramp is checked against the stage's steps once, before training, also for the stage
+    a checkpoint resumes in (a new micro-batch size there changes its step count)."""
+    import shutil
+
+    raw = _raw(FADE, checkpoint_every=8)  # step 8 = stage s2 step 2, masks half way
+    out = tmp_path / "run"
+    _train(raw, out, monkeypatch)
+    for ck in list_checkpoints(out):
+        if load_checkpoint(ck).state["progress"]["step"] != 8:
+            shutil.rmtree(ck)
+    shutil.rmtree(out / "final")
+    recipe_before = (out / "recipe.yaml").read_text()
+    shorter = copy.deepcopy(raw)
+    shorter["stages"][1]["optim"] = {"micro_batch_size": 32}  # 8 steps of 8 -> 2 steps of 32
+    recipe = recipe_from_dict(shorter, [], base_dir=RECIPES)
+    message = r"^stages\.1\.grow\.fade_steps: 4 must be < the stage's 2 steps \(the masks"
+    with pytest.raises(InvalidRecipe, match=message):
+        train(recipe, out, resume=True)
+    assert (out / "recipe.yaml").read_text() == recipe_before  # refused before any write
+    assert not (out / "final").exists()
+
+
 BAD = [
     ({"op": "random-depth", "num_layers": 3, "fade_steps": 0}, {}, "fade_steps must be"),
     ({"op": "stack", "factor": 2, "fade_steps": 3}, {}, "masks apply to random-depth"),

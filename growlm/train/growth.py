@@ -95,12 +95,11 @@ def check_growth(
     grow: GrowConfig,
     where: str,
     trainable: str = "all",
-    stage_steps: int | None = None,
 ) -> PretrainedConfig:
     """Plan a growth on meta tensors: the grown config, or InvalidRecipe naming the stage.
     Also checks what the stage asks of the growth: MSLT (``trainable: new``) needs the old layers
-    to stay at the bottom in order; masks (``fade_steps``) need a family they are exact for and
-    a ramp that ends within the stage's ``stage_steps``."""
+    to stay at the bottom in order; masks (``fade_steps``) need a family they are exact for (that
+    the ramp ends within its stage is the trainer's check, which knows the stage's steps)."""
     with torch.device("meta"):
         model = build_model(config)
     before = param_count(model)
@@ -122,11 +121,6 @@ def check_growth(
             fade_plan(config, new_config, report, grow.fade_steps)
         except GrowlmError as exc:
             raise InvalidRecipe(f"{where}: {exc}") from None
-        if stage_steps is not None and grow.fade_steps >= stage_steps:
-            raise InvalidRecipe(
-                f"{where}.fade_steps: {grow.fade_steps} must be < the stage's {stage_steps} "
-                "steps (the masks ramp to 1 and fold away inside the stage)"
-            )
     return new_config
 
 

@@ -1,6 +1,10 @@
 """The training loop: stages in order, growth between them, AdamW steps with accumulation,
 evaluation, logging, checkpoints, and exact resume. One code path for one process and for
-torchrun (see ``distributed``)."""
+torchrun (see ``distributed``).
+
+What the loop carries lives in ``state`` (``Progress``, saved in checkpoints, and ``RunState``),
+what it minimises in ``loss``, what it counts in ``flops``; whether a checkpoint may be resumed
+under the current recipe is the recipe's to say (``recipe.check_resumable``)."""
 
 from __future__ import annotations
 
@@ -9,13 +13,12 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from transformers import PretrainedConfig
@@ -37,6 +40,7 @@ from growlm.train.checkpoint import (
 )
 from growlm.train.data import TrainData, open_training_data
 from growlm.train.distributed import DistContext
+from growlm.train.flops import TokenFlops, token_flops
 from growlm.train.growth import (
     check_growth,
     grow_moments,
@@ -44,10 +48,10 @@ from growlm.train.growth import (
     new_layers,
     set_trainable,
 )
+from growlm.train.loss import Objective, token_loss
 from growlm.train.masks import FadeMasks, FadePlan, fade_plan
 from growlm.train.metrics import METRICS_FILE, MetricsLogger
 from growlm.train.model import (
-    attention_flops_per_token,
     build_config,
     build_model,
     compile_blocks,
@@ -55,40 +59,19 @@ from growlm.train.model import (
     init_metadata,
     load_config,
     load_init_weights,
-    model_flops_per_token,
-    param_count,
 )
-from growlm.train.moe import RouterTap, active_params, module_layout, moe_coefs, router_tap
+from growlm.train.moe import module_layout
 from growlm.train.optim import lr_at, make_optimizer, set_lr
 from growlm.train.precision import autocast_dtype
-from growlm.train.recipe import OptimConfig, Recipe, recipe_to_dict
+from growlm.train.recipe import OptimConfig, Recipe, check_resumable, recipe_to_dict
 from growlm.train.sharded import (
     install_local_weights,
     read_local_shards,
     write_local_shards,
 )
+from growlm.train.state import OptimState, Progress, RunState
 
 FINAL = "final"
-
-
-@dataclass
-class Progress:
-    """Where the run is; saved in every checkpoint."""
-
-    stage: int = 0
-    stage_step: int = 0
-    stage_done: bool = False
-    step: int = 0
-    tokens: int = 0
-    flops: float = 0.0
-    attn_flops: float = 0.0
-    elapsed: float = 0.0
-    sampler: dict[str, int] = field(default_factory=dict)
-    lr_scale: float = 1.0  # lowered by skipped non-finite steps (run.on_nonfinite: skip)
-    skipped: int = 0
-    loss_avg: float | None = None  # recent average loss, for spike events
-    fade: dict[str, Any] | None = None  # MSG masks still ramping in this stage (FadePlan)
-    train_from: int | None = None  # MSLT: layers below this index are frozen in this stage
 
 
 @dataclass
@@ -98,6 +81,21 @@ class RunResult:
     tokens: int
     final_loss: float | None
     final_val_loss: float | None
+
+
+@dataclass
+class StepResult:
+    """One optimizer step as the metrics see it."""
+
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int
+    seconds: float
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,7 +136,6 @@ class Trainer:
             self._loss = torch.compile(token_loss)
         self._session_start = time.perf_counter()
         self._elapsed_before = 0.0
-        self._moe: tuple[RouterTap, tuple[float, float]] | None = None
 
     # ---- planning -----------------------------------------------------------------------
     def _global_batch(self, optim: OptimConfig) -> int:
@@ -148,14 +145,26 @@ class Trainer:
         tokens_per_step = self._global_batch(self.recipe.stage_optim(index)) * self.seq_len
         return math.ceil(self.recipe.stages[index].tokens / tokens_per_step)
 
-    def _plan_growth(self, config: PretrainedConfig, first: int) -> PretrainedConfig:
-        """Dry-run every later growth from ``config`` (fails before any training); returns the
-        config of the run's last (largest) model."""
-        for index in range(first, len(self.recipe.stages)):
+    def _plan_growth(self, state: RunState) -> PretrainedConfig:
+        """Dry-run every growth still to come (fails before any training) and check that every
+        fade ramp still to run ends within its stage; returns the config of the run's last
+        (largest) model."""
+        config = state.config
+        for index in range(state.first_stage, len(self.recipe.stages)):
             stage = self.recipe.stages[index]
-            if stage.grow is not None:
-                config = check_growth(
-                    config, stage.grow, f"stages.{index}.grow", stage.trainable, self.steps[index]
+            fade_steps = None
+            if index == state.mid_stage:  # grown before the checkpoint; its ramp may still run
+                fade = state.progress.fade
+                fade_steps = None if fade is None else FadePlan.from_json(fade).fade_steps
+            elif stage.grow is not None:
+                where = f"stages.{index}.grow"
+                config = check_growth(config, stage.grow, where, stage.trainable)
+                fade_steps = stage.grow.fade_steps
+            if fade_steps is not None and fade_steps >= self.steps[index]:
+                raise InvalidRecipe(
+                    f"stages.{index}.grow.fade_steps: {fade_steps} must be < the stage's "
+                    f"{self.steps[index]} steps (the masks ramp to 1 and fold away inside the "
+                    "stage, before its export)"
                 )
         max_pos = getattr(config, "max_position_embeddings", None)
         if max_pos is not None and self.seq_len > int(max_pos):
@@ -168,113 +177,102 @@ class Trainer:
     def run(self, resume: bool) -> RunResult:
         ckpt = self._checkpoint_to_resume(resume)
         seed_everything(self.recipe.seed)
-        progress = Progress()
-        prev_optim: dict[str, dict[str, torch.Tensor]] | None = None
-        local_optim: dict[str, dict[str, torch.Tensor]] | None = None  # sharded resume
-        wrapped: nn.Module | None = None
-        if ckpt is not None:
-            progress = Progress(**{k: v for k, v in ckpt.state["progress"].items()})
-            config = ckpt.config
-            self.sampler.load_state_dict(progress.sampler)
-            self._elapsed_before = progress.elapsed
-            first = progress.stage + (1 if progress.stage_done else 0)
-            if ckpt.state.get("sharded"):
-                model, wrapped, prev_optim, local_optim = self._restored_sharded(ckpt, progress)
-            else:
-                model = self._restored_model(ckpt)
-                prev_optim = ckpt.optimizer
-        else:
-            config = build_config(self.recipe.model, self.data.vocab_size, self.data.eos_id)
-            model = self._initial_model(config)
-            first = 0
-        largest = self._plan_growth(
-            config, first if ckpt is None or progress.stage_done else first + 1
-        )
+        state = self._fresh_state() if ckpt is None else self._restored_state(ckpt)
+        largest = self._plan_growth(state)
         if self.ctx.is_main:
             require_checkpoint_room(self.out, largest)
         if ckpt is not None:  # after every model construction, which draws from the RNG
             rng_restore(ckpt.rng, ckpt.state["rng"])
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(
-                self.out / "recipe.yaml",
-                yaml.safe_dump(_plain(recipe_to_dict(self.recipe)), sort_keys=False),
-            )
-        if ckpt is not None and progress.stage_done:
-            finished = self.out / self.recipe.stages[progress.stage].name
-            # killed between the stage's checkpoint and its export: export it now (rank 0
-            # decides, so every rank takes part in the same collectives)
-            if distributed.broadcast_object(self.ctx, not finished.is_dir()):
-                self._export(finished, model, config, progress)
-        logger = MetricsLogger(
-            self.out,
-            self.ctx.is_main,
-            sum(self.steps),
-            progress.step,
-            self.recipe.run.progress,
-            self.recipe.run.tensorboard,
-            self.recipe.run.wandb_project,
-            self.recipe.name,
-            _plain(recipe_to_dict(self.recipe)),
-        )
+            recipe = yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False)
+            write_text_atomic(self.out / "recipe.yaml", recipe)
+        if state.progress.stage_done:
+            self._export_if_missing(state)
+        logger = self._logger(state.progress.step)
         last: dict[str, Any] = {}
         try:
-            for index in range(first, len(self.recipe.stages)):
-                within = ckpt is not None and index == progress.stage and not progress.stage_done
-                stage = self.recipe.stages[index]
-                optim_init = prev_optim
-                if not within:
-                    progress.stage, progress.stage_step, progress.stage_done = index, 0, False
-                    progress.fade, progress.train_from = None, None
-                    if stage.grow is not None:
-                        config, model, optim_init = self._grow(
-                            index,
-                            config,
-                            wrapped if wrapped is not None else model,
-                            prev_optim,
-                            progress,
-                        )
-                        wrapped = None
-                if set_trainable(model, progress.train_from) and wrapped is not None:
-                    wrapped = None  # requires_grad changed: DDP must see the new set
-                if wrapped is None:
-                    wrapped = self._prepare_model(model)
-                masks = None
-                if progress.fade is not None:
-                    fade = FadePlan.from_json(progress.fade)
-                    if fade.fade_steps >= self.steps[index]:  # e.g. resumed with a new optim
-                        raise InvalidRecipe(
-                            f"stages.{index}.grow.fade_steps: {fade.fade_steps} must be < the "
-                            f"stage's {self.steps[index]} steps (the masks must be gone before "
-                            "the stage's export)"
-                        )
-                    masks = FadeMasks(model, fade)
-                optimizer = make_optimizer(
-                    distributed.unwrap(wrapped),
-                    self.recipe.stage_optim(index),
-                    fused=not self.ctx.fsdp,
-                )
-                if optim_init:
-                    distributed.load_optim_state(wrapped, optimizer, optim_init)
-                elif within and local_optim is not None:
-                    distributed.load_optim_state(wrapped, optimizer, local_optim, local=True)
-                last = self._train_stage(index, wrapped, optimizer, config, progress, logger, masks)
-                assert progress.fade is None, "MSG masks still active at the end of a stage"
-                prev_optim = distributed.full_optim_state(wrapped, optimizer)
-                local_optim = None
-                self._save_checkpoint(wrapped, optimizer, config, progress, prev_optim)
-                self._export(self.out / stage.name, wrapped, config, progress)
+            for index in range(state.first_stage, len(self.recipe.stages)):
+                last = self._run_stage(index, state, logger)
+            wrapped = state.wrapped
             if wrapped is None:
-                wrapped = self._prepare_model(model)
-            self._export(self.out / FINAL, wrapped, config, progress)
+                wrapped = self._prepare_model(state.model)
+            self._export(self.out / FINAL, wrapped, state.config, state.progress)
         finally:
             logger.close()
         distributed.barrier(self.ctx)
+        progress = state.progress
         return RunResult(
             self.out, progress.step, progress.tokens, last.get("loss"), last.get("val_loss")
         )
 
+    def _run_stage(self, index: int, state: RunState, logger: MetricsLogger) -> dict[str, Any]:
+        """Stage ``index`` from its start (growing first, if it grows) or from where the
+        checkpoint left it; then its checkpoint and export. Returns its last metrics record."""
+        within = index == state.mid_stage
+        optim_init = state.optim if within else self._start_stage(index, state)
+        wrapped = self._trainable_model(state)
+        fade = state.progress.fade
+        masks = None if fade is None else FadeMasks(state.model, FadePlan.from_json(fade))
+        optimizer = make_optimizer(
+            distributed.unwrap(wrapped), self.recipe.stage_optim(index), fused=not self.ctx.fsdp
+        )
+        if optim_init:
+            distributed.load_optim_state(wrapped, optimizer, optim_init)
+        elif state.local_optim is not None:  # resumed in this stage from a sharded checkpoint
+            distributed.load_optim_state(wrapped, optimizer, state.local_optim, local=True)
+        last = self._train_stage(index, state, optimizer, logger, masks)
+        assert state.progress.fade is None, "MSG masks still active at the end of a stage"
+        state.optim = distributed.full_optim_state(wrapped, optimizer)
+        state.local_optim = None
+        self._save_checkpoint(wrapped, optimizer, state.config, state.progress, state.optim)
+        self._export(
+            self.out / self.recipe.stages[index].name, wrapped, state.config, state.progress
+        )
+        return last
+
+    def _start_stage(self, index: int, state: RunState) -> OptimState | None:
+        """A stage from its first step: its growth, if any; returns the AdamW state it starts
+        from (the last stage's, or after a growth the moments carried through it, or None)."""
+        state.progress.start_stage(index)
+        if self.recipe.stages[index].grow is None:
+            return state.optim
+        return self._grow(index, state)
+
+    def _trainable_model(self, state: RunState) -> nn.Module:
+        """The model as the stage trains it: its trainable set (MSLT) applied, prepared for the
+        device and the process group (again, when that set changed)."""
+        if set_trainable(state.model, state.progress.train_from) and state.wrapped is not None:
+            state.wrapped = None  # requires_grad changed: DDP must see the new set
+        if state.wrapped is None:
+            state.wrapped = self._prepare_model(state.model)
+        return state.wrapped
+
+    def _export_if_missing(self, state: RunState) -> None:
+        """Resumed after a finished stage: killed between the stage's checkpoint and its export,
+        the export is written now (rank 0 decides, so every rank takes part in the same
+        collectives)."""
+        finished = self.out / self.recipe.stages[state.progress.stage].name
+        if distributed.broadcast_object(self.ctx, not finished.is_dir()):
+            self._export(finished, state.model, state.config, state.progress)
+
+    def _logger(self, step: int) -> MetricsLogger:
+        run = self.recipe.run
+        return MetricsLogger(
+            self.out,
+            self.ctx.is_main,
+            sum(self.steps),
+            step,
+            run.progress,
+            run.tensorboard,
+            run.wandb_project,
+            self.recipe.name,
+            recipe_to_dict(self.recipe),
+        )
+
     def _checkpoint_to_resume(self, resume: bool) -> Checkpoint | None:
+        """The checkpoint to resume from (None: start afresh), after checking that ``out``
+        holds this run, or nothing, and that the recipe may resume it."""
         found = list_checkpoints(self.out)
         strangers = self.out.is_dir() and any(self.out.iterdir())
         ours = found or any((self.out / f).is_file() for f in ("recipe.yaml", METRICS_FILE))
@@ -293,59 +291,39 @@ class Trainer:
         if not found:
             return None
         ckpt = load_checkpoint(found[-1])
+        progress = ckpt.state["progress"]
         saved = ckpt.state.get("recipe", {})
-        current = _plain(recipe_to_dict(self.recipe))
-        for key in ("seed", "data", "model"):
-            if saved.get(key) != current.get(key):
-                raise InvalidRecipe(
-                    f"{key}: differs from the recipe of the run being resumed in {str(self.out)!r}"
-                )
-        done = ckpt.state["progress"]["stage"]
-        finished = bool(ckpt.state["progress"].get("stage_done"))
-        before_stages = saved.get("stages", [])
-        if len(before_stages) <= done or len(current["stages"]) <= done:
-            raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
-        for i in range(done + 1):
-            a, b = dict(before_stages[i]), dict(current["stages"][i])
-            if i == done and not finished:
-                # the stage in progress may change its optimisation (e.g. a lower lr after a
-                # numerical fault); everything else about it must stay
-                a.pop("optim", None), b.pop("optim", None)
-                if a != b:
-                    raise InvalidRecipe(
-                        f"stages: stage {b.get('name')!r} in progress differs from the resumed "
-                        "run's (only its optim may change)"
-                    )
-                continue
-            if a != b:
-                raise InvalidRecipe(
-                    "stages: the stages already trained differ from the resumed run's"
-                )
-            if {**saved.get("optim", {}), **a.get("optim", {})} != {
-                **current["optim"],
-                **b.get("optim", {}),
-            }:
-                raise InvalidRecipe(
-                    f"optim: differs for stage {b.get('name')!r}, already trained in "
-                    f"{str(self.out)!r}; change optimisation only for stages not finished"
-                )
+        done = bool(progress.get("stage_done"))
+        check_resumable(self.recipe, saved, progress["stage"], done, str(self.out))
         return ckpt
 
     # ---- models -------------------------------------------------------------------------
-    def _grow(
-        self,
-        index: int,
-        config: PretrainedConfig,
-        model: nn.Module,
-        optim_state: dict[str, dict[str, torch.Tensor]] | None,
-        progress: Progress,
-    ) -> tuple[PretrainedConfig, nn.Module, dict[str, dict[str, torch.Tensor]] | None]:
-        """Stage ``index``'s growth: (grown config, grown model, AdamW state to start from:
-        the moments grown by the same operator with ``optimizer_state: carry``, else None).
-        Records in ``progress`` what the stage does with the new structure (masks, MSLT)."""
+    def _fresh_state(self) -> RunState:
+        config = build_config(self.recipe.model, self.data.vocab_size, self.data.eos_id)
+        return RunState(config, self._initial_model(config))
+
+    def _restored_state(self, ckpt: Checkpoint) -> RunState:
+        """The run where ``ckpt`` left it: model, AdamW state, progress, data position."""
+        progress = Progress(**ckpt.state["progress"])
+        self.sampler.load_state_dict(progress.sampler)
+        self._elapsed_before = progress.elapsed
+        mid_stage = None if progress.stage_done else progress.stage
+        if ckpt.state.get("sharded"):
+            model, wrapped, optim, local = self._restored_sharded(ckpt, progress)
+            return RunState(ckpt.config, model, progress, wrapped, optim, local, mid_stage)
+        model = self._restored_model(ckpt)
+        return RunState(ckpt.config, model, progress, optim=ckpt.optimizer, mid_stage=mid_stage)
+
+    def _grow(self, index: int, state: RunState) -> OptimState | None:
+        """Stage ``index``'s growth of ``state``'s model and config; returns the AdamW state to
+        start from: the moments grown by the same operator with ``optimizer_state: carry``, else
+        None. Records in the progress what the stage does with the new structure (masks,
+        MSLT)."""
         stage = self.recipe.stages[index]
         assert stage.grow is not None
+        config, progress = state.config, state.progress
         seed = self.recipe.seed + index
+        model = state.wrapped if state.wrapped is not None else state.model
         weights = distributed.full_state(model)
         # G_learn trains its maps on batches of its own stream: the training sampler's
         # position stays what an operator without training would leave
@@ -362,14 +340,17 @@ class Trainer:
         )
         progress.flops += float(report.get("flops", 0.0))  # G_learn's map training
         carried = None
-        if stage.optimizer_state == "carry" and optim_state:
-            carried = grow_moments(config, optim_state, stage.grow, weights, seed)
+        if stage.optimizer_state == "carry" and state.optim:
+            carried = grow_moments(config, state.optim, stage.grow, weights, seed)
         if stage.grow.fade_steps is not None:
             fade = fade_plan(config, new_config, report, stage.grow.fade_steps)
             progress.fade = fade.to_json()
         if stage.trainable == "new":
             progress.train_from = new_layers(report, f"stages.{index}.grow")
-        return new_config, self._model_from_weights(new_config, new_weights), carried
+        state.config = new_config
+        state.model = self._model_from_weights(new_config, new_weights)
+        state.wrapped = None
+        return carried
 
     def _initial_model(self, config: PretrainedConfig) -> nn.Module:
         model = self._build_model(config)
@@ -380,7 +361,7 @@ class Trainer:
 
     def _restored_sharded(
         self, ckpt: Checkpoint, progress: Progress
-    ) -> tuple[nn.Module, nn.Module, dict[str, Any] | None, dict[str, Any] | None]:
+    ) -> tuple[nn.Module, nn.Module, OptimState | None, OptimState | None]:
         """(model, wrapped model, full AdamW state, local AdamW shards) from a sharded
         checkpoint: the model is sharded first, then each rank copies in its own shards. In a
         stage the optimizer takes the local shards as they are; at a stage end the next stage
@@ -442,92 +423,35 @@ class Trainer:
     def _train_stage(
         self,
         index: int,
-        model: nn.Module,
+        state: RunState,
         optimizer: torch.optim.Optimizer,
-        config: PretrainedConfig,
-        progress: Progress,
         logger: MetricsLogger,
         masks: FadeMasks | None = None,
     ) -> dict[str, Any]:
-        stage = self.recipe.stages[index]
-        cfg = self.recipe.stage_optim(index)
-        total = self.steps[index]
-        precision = self.recipe.run.precision
-        self.autocast_dtype = autocast_dtype(precision, config, self.ctx.device.type)
+        """Stage ``index`` from its current step to its end, one optimizer step of the prepared
+        model at a time: its metrics record, evaluation and checkpoints on the run's cadence.
+        Returns the last record."""
+        model, config, progress = state.wrapped, state.config, state.progress
+        assert model is not None
+        cfg, total, run = self.recipe.stage_optim(index), self.steps[index], self.recipe.run
+        self.autocast_dtype = autocast_dtype(run.precision, config, self.ctx.device.type)
         base = distributed.unwrap(model)
-        n_params = param_count(base)
-        flops_tok = model_flops_per_token(active_params(base, config))  # MoE: top-k experts
-        tap = router_tap(base, config)
-        self._moe = None if tap is None else (tap, moe_coefs(config, cfg))
-        if progress.train_from is not None:
-            # MSLT: no weight gradients for frozen parameters (2 N_trainable), and activation
-            # gradients stop at the lowest trainable layer (2 N_trainable) unless a tied head
-            # makes the embedding trainable (then 2 N)
-            trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
-            tied = bool(getattr(config, "tie_word_embeddings", False))
-            flops_tok = 2.0 * n_params + 2.0 * trainable + 2.0 * (n_params if tied else trainable)
-        attn_tok = attention_flops_per_token(config, self.seq_len)
-        run = self.recipe.run
+        rate = token_flops(base, config, self.seq_len, frozen=progress.train_from is not None)
+        objective = Objective.for_model(self._loss, base, config, cfg)
         record: dict[str, Any] = {}
         while progress.stage_step < total:
             if masks is not None and progress.stage_step >= masks.plan.fade_steps:
                 masks.remove()  # m = 1: every hook is the identity; the model is plain again
                 masks, progress.fade = None, None
             mask = masks.set(progress.stage_step) if masks is not None else None
-            started = time.perf_counter()
-            lr = lr_at(progress.stage_step, total, cfg) * progress.lr_scale
-            set_lr(optimizer, lr)
-            batch = self.data.train.batch(self.sampler.take(self._global_batch(cfg)))
-            loss, grad_norm = self._step(model, optimizer, batch, cfg)
-            finite = math.isfinite(loss) and math.isfinite(grad_norm)
-            if not finite:
-                if run.on_nonfinite == "stop" or progress.skipped >= run.max_skipped_steps:
-                    self._numerical_fault(progress.step + 1, stage.name, loss, grad_norm)
-                progress.skipped += 1  # the batch is dropped; lower the lr from here on
-                progress.lr_scale *= run.skip_lr_factor
-            if self.ctx.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - started
-            tokens = batch.shape[0] * self.seq_len
-            progress.stage_step += 1
-            progress.step += 1
-            progress.tokens += tokens
-            progress.flops += flops_tok * tokens
-            progress.attn_flops += attn_tok * tokens
+            step = self._step(index, cfg, model, optimizer, objective, progress)
+            progress.advance(step.tokens, rate)
             progress.elapsed = self._elapsed()
-            record = {
-                "step": progress.step,
-                "stage": stage.name,
-                "tokens": progress.tokens,
-                "flops": progress.flops,
-                "attn_flops": progress.attn_flops,
-                "loss": loss if finite else None,
-                "lr": lr,
-                "grad_norm": grad_norm if finite else None,
-                "tokens_per_s": tokens / seconds,
-                "elapsed": round(progress.elapsed, 3),
-            }
+            record = self._record(index, step, progress)
             if mask is not None:
                 record["mask"] = mask  # MSG: the weight of the new structure at this step
-            if self._moe is not None:  # aux_loss, z_loss, expert_load per layer (all ranks)
-                record.update(self._moe[0].step_stats(self.ctx))
-            if not finite:
-                record["event"] = "skipped_nonfinite"
-            elif (
-                run.spike_factor
-                and progress.loss_avg is not None
-                and loss > run.spike_factor * progress.loss_avg
-            ):
-                record["event"] = "loss_spike"
-            if finite:  # exponential average over ~20 steps
-                avg = progress.loss_avg
-                progress.loss_avg = loss if avg is None else 0.95 * avg + 0.05 * loss
-            if self.ctx.device.type == "cuda":  # peak since the run started, this process
-                peak = torch.cuda.max_memory_allocated(self.ctx.device)
-                record["cuda_mem_peak_gib"] = round(peak / 2**30, 3)
-            if run.peak_flops:
-                achieved = (flops_tok + attn_tok) * tokens / seconds
-                record["mfu"] = achieved / (run.peak_flops * self.ctx.world_size)
+            record.update(objective.metrics(self.ctx))  # MoE: aux/z-loss, expert load (all ranks)
+            self._add_events(record, step, progress, rate)
             stage_end = progress.stage_step == total
             if self.data.val is not None and (
                 stage_end or (run.eval_every and progress.step % run.eval_every == 0)
@@ -538,10 +462,67 @@ class Trainer:
             logger.log(record)
             if not stage_end and run.checkpoint_every and progress.step % run.checkpoint_every == 0:
                 self._save_checkpoint(model, optimizer, config, progress)
-        if tap is not None:
-            tap.remove()
-        self._moe = None
+        objective.close()
         return record
+
+    def _step(
+        self,
+        index: int,
+        cfg: OptimConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        objective: Objective,
+        progress: Progress,
+    ) -> StepResult:
+        """One timed optimizer step of stage ``index`` (settings ``cfg``) on the next global
+        batch, with the run's policy for a non-finite loss or gradient: stop, or skip the batch
+        and lower the lr."""
+        run = self.recipe.run
+        started = time.perf_counter()
+        lr = lr_at(progress.stage_step, self.steps[index], cfg) * progress.lr_scale
+        set_lr(optimizer, lr)
+        batch = self.data.train.batch(self.sampler.take(self._global_batch(cfg)))
+        loss, grad_norm = self._update(model, optimizer, batch, cfg, objective)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            if run.on_nonfinite == "stop" or progress.skipped >= run.max_skipped_steps:
+                name = self.recipe.stages[index].name
+                self._numerical_fault(progress.step + 1, name, loss, grad_norm)
+            progress.skipped += 1  # the batch is dropped; lower the lr from here on
+            progress.lr_scale *= run.skip_lr_factor
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        return StepResult(loss, grad_norm, lr, batch.shape[0] * self.seq_len, seconds)
+
+    def _record(self, index: int, step: StepResult, progress: Progress) -> dict[str, Any]:
+        """The metrics record of the step just taken (a non-finite loss is logged as None)."""
+        return {
+            "step": progress.step,
+            "stage": self.recipe.stages[index].name,
+            "tokens": progress.tokens,
+            "flops": progress.flops,
+            "attn_flops": progress.attn_flops,
+            "loss": step.loss if step.finite else None,
+            "lr": step.lr,
+            "grad_norm": step.grad_norm if step.finite else None,
+            "tokens_per_s": step.tokens / step.seconds,
+            "elapsed": round(progress.elapsed, 3),
+        }
+
+    def _add_events(
+        self, record: dict[str, Any], step: StepResult, progress: Progress, rate: TokenFlops
+    ) -> None:
+        """A skipped step or a loss spike, peak CUDA memory and MFU, where they apply."""
+        run = self.recipe.run
+        event = progress.loss_event(step.loss if step.finite else None, run.spike_factor)
+        if event is not None:
+            record["event"] = event
+        if self.ctx.device.type == "cuda":  # peak since the run started, this process
+            peak = torch.cuda.max_memory_allocated(self.ctx.device)
+            record["cuda_mem_peak_gib"] = round(peak / 2**30, 3)
+        if run.peak_flops:
+            achieved = (rate.model + rate.attention) * step.tokens / step.seconds
+            record["mfu"] = achieved / (run.peak_flops * self.ctx.world_size)
 
     def _autocast(self) -> Any:
         return torch.autocast(
@@ -550,14 +531,16 @@ class Trainer:
             enabled=self.autocast_dtype is not None,
         )
 
-    def _step(
+    def _update(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         batch: torch.Tensor,
         cfg: OptimConfig,
+        objective: Objective,
     ) -> tuple[float, float]:
-        """One optimizer step over this rank's share of the global batch [B, T+1]."""
+        """One optimizer update over this rank's share of the global batch [B, T+1] (skipped
+        when the loss or the gradient norm is not finite); (mean loss, gradient norm)."""
         accum, micro = cfg.grad_accum, cfg.micro_batch_size
         local = batch.view(self.ctx.world_size, accum, micro, -1)[self.ctx.rank]
         local = _to_device(local, self.ctx.device)  # [accum, micro, T+1]
@@ -567,9 +550,8 @@ class Trainer:
             with distributed.set_grad_sync(model, self.ctx, j == accum - 1):
                 with self._autocast():
                     logits = model(input_ids=inputs).logits  # [micro, T, V]
-                loss = self._loss(logits, targets)
-                objective = loss if self._moe is None else loss + self._router_losses()
-                (objective / accum).backward()
+                loss, minimised = objective(logits, targets)
+                (minimised / accum).backward()
             total += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -580,16 +562,6 @@ class Trainer:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value
-
-    def _router_losses(self) -> torch.Tensor:
-        """MoE: coef * load-balancing + z_coef * z-loss of this micro-batch's routers; their
-        statistics are tallied for the step's metrics."""
-        assert self._moe is not None
-        tap, (aux_coef, z_coef) = self._moe
-        aux, z = tap.losses()
-        tap.tally(aux.detach(), z.detach())
-        tap.clear()
-        return aux_coef * aux + z_coef * z
 
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, micro: int) -> float:
@@ -676,7 +648,7 @@ class Trainer:
         state: dict[str, Any] = {
             "format": 1,
             "progress": dataclasses.asdict(progress),
-            "recipe": _plain(recipe_to_dict(self.recipe)),
+            "recipe": recipe_to_dict(self.recipe),
         }
         if staging is not None:
             state["sharded"] = {"world_size": self.ctx.world_size}
@@ -705,15 +677,8 @@ class Trainer:
         stage = len(self.recipe.stages) - 1 if name == FINAL else progress.stage
         init = self.recipe.model.init
         source = init_metadata(init) if init else {}
-        recipe = _plain(recipe_to_dict(self.recipe))
+        recipe = recipe_to_dict(self.recipe)
         return train_card(name, recipe, stage, progress.step, progress.tokens, source)
-
-
-def token_loss(
-    logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
-) -> torch.Tensor:
-    """Next-token cross-entropy of [B, T, V] logits (any dtype, computed in fp32)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
 
 
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -728,12 +693,3 @@ def _local(value: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
     return value.full_tensor() if isinstance(value, DTensor) else value
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively (YAML/JSON friendly, and comparable after a round trip)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

@@ -1,5 +1,5 @@
-"""Build the model of a recipe: any Hugging Face causal-LM family from its config, plus the
-parameter and FLOP counts the logs report."""
+"""Build the model of a recipe: any Hugging Face causal-LM family from its config, plus its
+parameter count (FLOPs per token: ``growlm.train.flops``)."""
 
 from __future__ import annotations
 
@@ -139,20 +139,6 @@ def build_model(
 def param_count(model: torch.nn.Module) -> int:
     """Total parameters, a tied embedding/head counted once (N in the 6*N*D FLOP estimate)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def attention_flops_per_token(config: PretrainedConfig, seq_len: int) -> float:
-    """Attention score and value FLOPs per trained token, forward + backward:
-    12 * layers * seq_len * (heads * head_dim) (PaLM appendix B; no causal discount)."""
-    layers = int(config.num_hidden_layers)
-    heads = int(config.num_attention_heads)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    return 12.0 * layers * seq_len * heads * head_dim
-
-
-def model_flops_per_token(n_params: int) -> float:
-    """The paper's compute convention: C = 6 * N * D."""
-    return 6.0 * n_params
 
 
 def compile_blocks(model: torch.nn.Module) -> int:

@@ -496,10 +496,56 @@ def _check(ok: bool, message: str) -> None:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """Plain data (for saving next to the run and in checkpoints)."""
-    out = dataclasses.asdict(recipe)
-    out["optim"]["betas"] = list(recipe.optim.betas)
-    return out
+    """Plain data (for saving next to the run and in checkpoints): tuples become lists, so the
+    result is YAML/JSON friendly and equals itself after a round trip."""
+    return _plain(dataclasses.asdict(recipe))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_resumable(
+    recipe: Recipe, saved: dict[str, Any], stage: int, stage_done: bool, out: str
+) -> None:
+    """Refuse to resume the run in ``out`` under a recipe that differs from the one it was
+    trained with (``saved``, from its checkpoint, which is in stage ``stage``, finished or not):
+    seed, data, model and the stages already trained, with their optimisation, must be the
+    same; the stage in progress may change only its optim (e.g. a lower lr after a numerical
+    fault)."""
+    current = recipe_to_dict(recipe)
+    for key in ("seed", "data", "model"):
+        if saved.get(key) != current.get(key):
+            raise InvalidRecipe(
+                f"{key}: differs from the recipe of the run being resumed in {out!r}"
+            )
+    before_stages = saved.get("stages", [])
+    if len(before_stages) <= stage or len(current["stages"]) <= stage:
+        raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
+    for i in range(stage + 1):
+        a, b = dict(before_stages[i]), dict(current["stages"][i])
+        if i == stage and not stage_done:
+            a.pop("optim", None), b.pop("optim", None)
+            if a != b:
+                raise InvalidRecipe(
+                    f"stages: stage {b.get('name')!r} in progress differs from the resumed "
+                    "run's (only its optim may change)"
+                )
+            continue
+        if a != b:
+            raise InvalidRecipe("stages: the stages already trained differ from the resumed run's")
+        if {**saved.get("optim", {}), **a.get("optim", {})} != {
+            **current["optim"],
+            **b.get("optim", {}),
+        }:
+            raise InvalidRecipe(
+                f"optim: differs for stage {b.get('name')!r}, already trained in {out!r}; "
+                "change optimisation only for stages not finished"
+            )
 
 
 __all__ = [
@@ -510,6 +556,7 @@ __all__ = [
     "Recipe",
     "RunConfig",
     "StageConfig",
+    "check_resumable",
     "load_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
