@@ -24,6 +24,7 @@ from growlm.data.sampler import WindowSampler
 from growlm.errors import InvalidData, InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
 from growlm.io.model_card import train_card
+from growlm.models.templates import dense_params, materialise
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     CHECKPOINTS,
@@ -457,7 +458,8 @@ class Trainer:
         self.autocast_dtype = autocast_dtype(precision, config, self.ctx.device.type)
         base = distributed.unwrap(model)
         n_params = param_count(base)
-        flops_tok = model_flops_per_token(active_params(base, config))  # MoE: top-k experts
+        # MoE: top-k experts; templates: the mixed weights the matmuls use
+        flops_tok = model_flops_per_token(dense_params(base, active_params(base, config)))
         tap = router_tap(base, config)
         self._moe = None if tap is None else (tap, moe_coefs(config, cfg))
         if progress.train_from is not None:
@@ -704,6 +706,7 @@ class Trainer:
         with distributed.all_or_none(self.ctx, f"export of {folder.name}"):
             if self.ctx.is_main:
                 card = self._card(folder.name, progress)
+                config, weights = materialise(config, weights)  # a template model: plain llama
                 export_hf(folder, config, weights, self.data.tokenizer_dir, card)
 
     def _card(self, name: str, progress: Progress) -> str:
