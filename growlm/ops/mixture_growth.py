@@ -157,7 +157,7 @@ def _grow_coefs(old: torch.Tensor, factor: int, scale: float, fill: str) -> torc
     size = grid * factor
     if old.is_meta:
         return torch.empty(layers, size, size, count, device="meta", dtype=old.dtype)
-    new = torch.zeros(layers, size, size, count, dtype=old.dtype)
+    new = torch.zeros(layers, size, size, count, dtype=old.dtype, device=old.device)
     fresh = [
         (r, c) for r in range(size) for c in range(size) if r // grid != c // grid
     ]  # off-diagonal tiles, row by row
