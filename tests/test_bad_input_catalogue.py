@@ -411,6 +411,13 @@ def _(c):
     return ["grow", str(src), str(c.path("out")), "--op", "param-tokens"]
 
 
+# mixture-growth (MixtureGrowth): a checkpoint folder holds no templates
+@case("grow: mixture-growth on a checkpoint folder", InvalidGrowth,
+      "mixture-growth grows a template model", "grow: {op: mixture-growth, factor: 2}")  # fmt: skip
+def _(c):
+    return ["grow", str(c.llama()), str(c.path("out")), "--op", "mixture-growth", "--factor", "2"]
+
+
 @case(
     "grow: hub id not in the cache, offline",
     NotACausalLM,

@@ -360,6 +360,10 @@ def build_plan(
                 f"{o.name} trains its map on data: grow with growlm.ops.ligo.learn_grow or "
                 f"`growlm grow --op {o.name} --steps K --data PATH`, not a plain plan"
             )
+    if width_op is not None and width_op.width_fill == "templates":
+        from growlm.ops.mixture_growth import CHECKPOINT_REFUSAL
+
+        raise InvalidGrowth(CHECKPOINT_REFUSAL)
     _check_params(depth_op, width_op, params)
     n, src = source_shape(spec, cfg)
     naming = Naming.detect(spec, set(shapes))

@@ -22,7 +22,7 @@ class Operator:
     params: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     layer_map: Callable[..., list[LayerSource]] | None = None
-    width_fill: str | None = None  # direct | zero | random | clone | tokens
+    width_fill: str | None = None  # direct | zero | random | clone | tokens | templates
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -161,6 +161,19 @@ OPERATORS: tuple[Operator, ...] = (
         ("new_tokens",),
         ("tokenformer", "pattention-tokens"),
         width_fill="tokens",
+    ),
+    # MixtureGrowth: one self-contained entry (growlm.ops.mixture_growth; template models only)
+    Operator(
+        "mixture-growth",
+        "width",
+        "MixtureGrowth: width x N of a template model (growlm train, model.templates); new "
+        "blocks are new (orthogonal) combinations of its trained templates",
+        "Pham et al. 2024, MixtureGrowth (WACV 2024, arXiv 2311.04251)",
+        "no (yes with coef_scale 0 and an untied head, but the copies then stay identical)",
+        ("factor", "coef_scale"),
+        ("mixturegrowth", "template-mixing"),
+        width_fill="templates",
+        defaults={"coef_scale": 1.0},
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PretrainedConfig
 
+from growlm.models.templates import dense_params
 from growlm.train.model import param_count
 from growlm.train.moe import active_params
 
@@ -31,7 +32,9 @@ def token_flops(
     (then 2 N): 2 N + 2 N_trainable + 2 N_trainable (or 2 N) instead of 6 N."""
     attention = attention_flops_per_token(config, seq_len)
     if not frozen:
-        return TokenFlops(model_flops_per_token(active_params(model, config)), attention)
+        # MoE: the top-k experts; templates: the mixed weights the matmuls use
+        n_used = dense_params(model, active_params(model, config))
+        return TokenFlops(model_flops_per_token(n_used), attention)
     n_params = param_count(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tied = bool(getattr(config, "tie_word_embeddings", False))

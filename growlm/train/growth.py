@@ -15,6 +15,7 @@ from transformers import PretrainedConfig
 from growlm.arch import spec_for
 from growlm.errors import GrowlmError, InvalidRecipe
 from growlm.grow import grow_tensors
+from growlm.ops import mixture_growth
 from growlm.ops.ligo import is_learned, learn_grow
 from growlm.train.masks import fade_plan
 from growlm.train.model import build_model, param_count
@@ -34,8 +35,13 @@ def grow_weights(
 ) -> tuple[PretrainedConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(grown config, grown weights, operator report); ``seed`` drives random fills. Learned
     operators (G_learn / LiGO) train their maps on ``batches`` (step -> [B, T+1] token ids);
-    on meta weights they only plan. Their report's ``flops`` is the cost of that training."""
-    if is_learned(grow.op):
+    on meta weights they only plan. Their report's ``flops`` is the cost of that training.
+    A template model (``model.templates``) grows through growlm.ops.mixture_growth."""
+    if mixture_growth.applies(config, grow.op):
+        new_config, new_weights, report = mixture_growth.grow_state(
+            config, weights, grow.op, dict(grow.params)
+        )
+    elif is_learned(grow.op):
         new_config, new_weights, report = learn_grow(
             config,
             weights,
@@ -76,7 +82,14 @@ def grow_moments(
             name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)  # frozen
             for name, w in weights.items()
         }
-        new_config, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
+        if mixture_growth.applies(config, op):
+            new_config, new_moments, _ = mixture_growth.grow_state(
+                config, moments, op, params, fill=key
+            )
+        else:
+            new_config, new_moments, _ = grow_tensors(
+                config, moments, op, params, fill=key, seed=seed
+            )
         new_moments = module_layout(new_config, new_moments)  # an MoE's experts fused
         for name, tensor in new_moments.items():
             grown.setdefault(name, {"step": step.clone()})[key] = tensor

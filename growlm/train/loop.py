@@ -27,6 +27,7 @@ from growlm.data.sampler import WindowSampler
 from growlm.errors import InvalidData, InvalidRecipe, NumericalFault, OutputExists
 from growlm.io.atomic import write_text_atomic
 from growlm.io.model_card import train_card
+from growlm.models.templates import materialise
 from growlm.train import distributed
 from growlm.train.checkpoint import (
     CHECKPOINTS,
@@ -670,6 +671,7 @@ class Trainer:
         with distributed.all_or_none(self.ctx, f"export of {folder.name}"):
             if self.ctx.is_main:
                 card = self._card(folder.name, progress)
+                config, weights = materialise(config, weights)  # a template model: plain llama
                 export_hf(folder, config, weights, self.data.tokenizer_dir, card)
 
     def _card(self, name: str, progress: Progress) -> str:

@@ -46,6 +46,10 @@ def build_config(model: ModelConfig, vocab_size: int, eos_id: int) -> Pretrained
             f"model.config: not a valid {model.type} config: {one_line(exc)}"
         ) from None
     config.use_cache = False
+    if model.templates is not None:
+        from growlm.models.templates import KEY
+
+        setattr(config, KEY, {"count": model.templates.count, "grid": 1})
     return config
 
 
@@ -121,7 +125,9 @@ def build_model(
     seq_len: int = 0,
 ) -> PreTrainedModel:
     """A freshly initialised float32 model (draws from torch's global RNG: seed first), with the
-    attention ``attn_implementation`` resolves to on ``device`` (growlm.train.attention)."""
+    attention ``attn_implementation`` resolves to on ``device`` (growlm.train.attention); a
+    template model's config (``model.templates``) gets its template-mixed projections."""
+    from growlm.models import templates
     from growlm.train.attention import resolve
 
     attn = resolve(attn_implementation, config, device or torch.device("cpu"), compiled, seq_len)
@@ -133,6 +139,8 @@ def build_model(
         raise InvalidRecipe(
             f"model: cannot build the {config.model_type} model: {one_line(exc)}"
         ) from None
+    if templates.settings(config) is not None:
+        templates.templatize(model, config)  # MixtureGrowth's template-mixed projections
     return model
 
 

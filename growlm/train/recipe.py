@@ -56,6 +56,18 @@ class DataConfig:
 
 
 @dataclass
+class TemplatesConfig:
+    """MixtureGrowth's parameterisation (growlm/models/templates.py)."""
+
+    count: int = field(
+        metadata=doc(
+            "templates per projection type (q, k, v, o, gate, up, down), shared by every "
+            "decoder layer; each layer mixes them with its own coefficients"
+        )
+    )
+
+
+@dataclass
 class ModelConfig:
     """The model: any Hugging Face causal-LM family, built with ``from_config``."""
 
@@ -81,6 +93,14 @@ class ModelConfig:
         metadata=doc(
             "HF attention implementation (sdpa, eager, ...); auto: growlm_cpu (flash forward, "
             "recomputing backward) for compiled CPU runs with seq_len <= 512, sdpa otherwise"
+        ),
+    )
+    templates: TemplatesConfig | None = field(
+        default=None,
+        metadata=doc(
+            "llama only: {count: T} builds every decoder projection from T templates shared "
+            "across layers (MixtureGrowth); grow it with op mixture-growth; checkpoints keep the "
+            "templates, stage exports are plain llama weights (materialised)"
         ),
     )
 
@@ -413,6 +433,7 @@ def validate(recipe: Recipe) -> None:
     _check(data.vocab_size <= 1 << 20, "data.vocab_size must be <= 1048576")
     if not recipe.stages:
         raise InvalidRecipe("stages: at least one stage is required")
+    _validate_templates(recipe)
     _validate_optim(recipe.optim, "optim")  # first, so a bad top-level value is named as such
     names: set[str] = set()
     for index, stage in enumerate(recipe.stages):
@@ -431,6 +452,45 @@ def validate(recipe: Recipe) -> None:
             raise InvalidRecipe(f"{where}.optimizer_state: 'carry' needs a grow step")
         _validate_stage_growth(recipe, index)
         _validate_optim(recipe.stage_optim(index), f"{where}.optim")
+
+
+def _validate_templates(recipe: Recipe) -> None:
+    """A template model (MixtureGrowth) is a freshly trained llama without biases, grown only
+    by mixture-growth; mixture-growth needs one."""
+    from growlm.ops.mixture_growth import is_mixture_growth
+
+    model, templates = recipe.model, recipe.model.templates
+    if templates is not None:
+        _check(templates.count >= 1, f"model.templates.count must be >= 1, got {templates.count}")
+        _check(
+            model.type == "llama",
+            f"model.templates: template-mixed projections are built for the llama family, "
+            f"not {model.type!r}",
+        )
+        _check(
+            model.init is None,
+            "model.templates: a model.init checkpoint has no templates; train from scratch",
+        )
+        for key in ("attention_bias", "mlp_bias"):
+            _check(not model.config.get(key), f"model.templates: needs {key} false")
+        _check(
+            recipe.run.parallel != "fsdp",
+            "model.templates: shared templates are not sharded by run.parallel fsdp; use ddp",
+        )
+    for index, stage in enumerate(recipe.stages):
+        if stage.grow is None:
+            continue
+        mixture = is_mixture_growth(stage.grow.op)
+        if mixture and templates is None:
+            raise InvalidRecipe(
+                f"stages.{index}.grow: {stage.grow.op} grows a template model: set "
+                "model.templates: {count: T} (llama)"
+            )
+        if templates is not None and (not mixture or "+" in stage.grow.op):
+            raise InvalidRecipe(
+                f"stages.{index}.grow: a template model (model.templates) grows only with "
+                f"mixture-growth, not {stage.grow.op!r}"
+            )
 
 
 def _validate_stage_growth(recipe: Recipe, index: int) -> None:
@@ -556,6 +616,7 @@ __all__ = [
     "Recipe",
     "RunConfig",
     "StageConfig",
+    "TemplatesConfig",
     "check_resumable",
     "load_recipe",
     "recipe_from_dict",
