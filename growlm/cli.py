@@ -288,7 +288,7 @@ def _plugins() -> list[Callable[[Any], None]]:
     import importlib
 
     out: list[Callable[[Any], None]] = []
-    for module in ("growlm.train.cli", "growlm.analysis.cli"):
+    for module in ("growlm.train.cli", "growlm.analysis.cli", "growlm.eval.cli"):
         try:
             out.append(importlib.import_module(module).add_parsers)
         except ImportError as e:
