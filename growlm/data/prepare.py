@@ -46,7 +46,7 @@ from growlm.data.tokenizer import (
     train_tokenizer,
 )
 from growlm.errors import InvalidData
-from growlm.io.output import check_output, staged_output
+from growlm.io.output import OutputSpec
 
 MEMBERS = (MANIFEST, "tokenizer", "train-*.bin", "val-*.bin")  # all a prepared folder holds
 ENCODE_BATCH = 64  # pieces per parallel encode
@@ -175,7 +175,7 @@ def prepare_cached(options: PrepareOptions, progress: bool = False) -> Path:
     folder = cache_root() / "data" / cache_key(options, *(c.fingerprint() for c in corpora))
     if (folder / MANIFEST).is_file():
         return folder
-    return _prepare(corpora, options, folder, _Settings(progress=progress), True)
+    return _prepare(corpora, options, _output(folder, options, True), _Settings(progress=progress))
 
 
 def prepare(
@@ -190,9 +190,10 @@ def prepare(
     stderr (when it is a terminal); ``chunk_chars`` bounds the text held at once
     (growlm/data/chunks.py) and, where text offers safe cuts, not the tokens."""
     options.validate()
-    _check_out(out_dir, options, force)
+    output = _output(out_dir, options, force)
+    output.check()
     settings = _Settings(progress=progress, chunk_chars=chunk_chars)
-    return _prepare(_corpora(options), options, out_dir, settings, force)
+    return _prepare(_corpora(options), options, output, settings)
 
 
 def _corpora(options: PrepareOptions) -> list[_Corpus]:
@@ -203,10 +204,11 @@ def _corpora(options: PrepareOptions) -> list[_Corpus]:
     return corpora
 
 
-def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
+def _output(out_dir: Path, options: PrepareOptions, force: bool) -> OutputSpec:
+    """--out of data prepare: a growlm token folder, never one of the local sources."""
     local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
-    check_output(
-        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
+    return OutputSpec(
+        path=out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
     )
 
 
@@ -221,23 +223,16 @@ class _Settings:
 
 
 def _prepare(
-    corpora: list[_Corpus],
-    options: PrepareOptions,
-    out_dir: Path,
-    settings: _Settings,
-    force: bool = False,
+    corpora: list[_Corpus], options: PrepareOptions, output: OutputSpec, settings: _Settings
 ) -> Path:
-    local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
-    with staged_output(
-        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
-    ) as staging:
+    with output.staged() as staging:
         tokenizer = _tokenizer(corpora[0], options, staging / "tokenizer", settings)
         manifest, per_file = _write_tokens(corpora, tokenizer, options, staging, settings)
         for key, corpus in zip(("sources", "val_sources"), corpora, strict=False):
             manifest[key] = _with_counts(corpus.fingerprint(), per_file)
         write_manifest(staging, manifest)
-    open_shards(out_dir)  # sizes agree with the manifest
-    return out_dir
+    open_shards(output.path)  # sizes agree with the manifest
+    return output.path
 
 
 def _tokenizer(
