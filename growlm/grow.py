@@ -6,7 +6,6 @@ absent or complete. ``grow_tensors`` applies the same plans to tensors in memory
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from growlm import __version__
 from growlm.arch import BUFFERS, spec_for
 from growlm.dtypes import SPELLINGS, long_name
 from growlm.errors import (
-    DiskFull,
     InvalidData,
     InvalidGrowth,
+    is_disk_full,
+    os_error,
 )
 from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
@@ -293,10 +293,8 @@ def grow(
             _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
             fault_point("grow.written")
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(
-                f"disk full while writing {out_path}; nothing was left behind: free space and retry"
-            ) from None
+        if is_disk_full(e):
+            raise os_error(e, str(out_path), "nothing was left behind") from None
         raise
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if check:

@@ -185,3 +185,32 @@ def test_lock_is_released_and_reusable(tmp_path):
     with output_lock(out):  # released: taken again
         pass
     assert _siblings(tmp_path) == []
+
+
+def test_one_mapping_of_os_errors_to_user_errors():
+    """growlm.errors.os_error: the CLI's last resort and the writers that know what they wrote."""
+    from growlm.errors import DiskFull, OutputNotWritable, os_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/r/x")
+    e = os_error(full)
+    assert isinstance(e, DiskFull)
+    assert str(e) == "disk full while writing /r/x: free space, then run the same command again"
+    e = os_error(full, "checkpoint step-2", "step-1 is intact", "resume")
+    assert (
+        str(e)
+        == "disk full while writing checkpoint step-2; step-1 is intact: free space, then resume"
+    )
+    rust = RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    assert isinstance(os_error(rust, "a folder"), DiskFull)
+    denied = OSError(errno.EACCES, "Permission denied", "/r/x")
+    e = os_error(denied)
+    assert isinstance(e, OutputNotWritable)
+    assert str(e) == (
+        "cannot access /r/x: Permission denied; fix the path or its permissions, or choose "
+        "another path"
+    )
+    e = os_error(denied, "model folder '/r'", "the checkpoints are intact")
+    assert str(e) == (
+        "cannot write model folder '/r': Permission denied; the checkpoints are intact: fix the "
+        "output location, then run the same command again"
+    )

@@ -46,12 +46,16 @@ from growlm.data.tokenizer import (
     train_tokenizer,
 )
 from growlm.errors import InvalidData
+from growlm.io.diskspace import human_bytes, require_free
 from growlm.io.output import OutputSpec
 
 MEMBERS = (MANIFEST, "tokenizer", "train-*.bin", "val-*.bin")  # all a prepared folder holds
 ENCODE_BATCH = 64  # pieces per parallel encode
 ENCODE_BATCH_CHARS = 8 * CHUNK_CHARS  # text per parallel encode: bounds the encoder memory
 TRAIN_PIECE_CHARS = 1 << 16  # size of the items fed to the BPE trainer
+# a BPE token covers at most this many bytes of text on any real corpus (typically 3 to 5): the
+# free-space check asks for the shards of one token per MAX_BYTES_PER_TOKEN bytes, a lower bound
+MAX_BYTES_PER_TOKEN = 8
 
 
 @dataclass
@@ -225,6 +229,7 @@ class _Settings:
 def _prepare(
     corpora: list[_Corpus], options: PrepareOptions, output: OutputSpec, settings: _Settings
 ) -> Path:
+    _require_room(corpora, output.path)
     with output.staged() as staging:
         tokenizer = _tokenizer(corpora[0], options, staging / "tokenizer", settings)
         manifest, per_file = _write_tokens(corpora, tokenizer, options, staging, settings)
@@ -233,6 +238,21 @@ def _prepare(
         write_manifest(staging, manifest)
     open_shards(output.path)  # sizes agree with the manifest
     return output.path
+
+
+def _require_room(corpora: list[_Corpus], out: Path) -> None:
+    """DiskFull before tokenizing when OUT's disk obviously cannot hold the token shards (at
+    least 2 bytes per token, one token per MAX_BYTES_PER_TOKEN bytes of local text)."""
+    sizes = [corpus.total_bytes() for corpus in corpora]
+    if any(size is None for size in sizes):
+        return  # a hub dataset: its size is not known before it streams
+    text = sum(size or 0 for size in sizes)
+    require_free(
+        out,
+        text // MAX_BYTES_PER_TOKEN * np.dtype(np.uint16).itemsize,
+        f"the token shards of {human_bytes(text)} of text",
+        "free space or choose another --out",
+    )
 
 
 def _tokenizer(

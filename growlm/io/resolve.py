@@ -25,6 +25,7 @@ from typing import Any
 from growlm.data.cache import cache_root
 from growlm.errors import CorruptCheckpoint, NotACausalLM, one_line
 from growlm.io.atomic import atomic_dir
+from growlm.io.diskspace import require_free
 
 # org/name with an optional @revision (a branch, tag or commit); hub ids have exactly one "/"
 _HUB_ID = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@([\w.\-/]+))?$")
@@ -187,6 +188,13 @@ def gguf_folder(path: Path, root: Path | None = None, quiet: bool = False) -> Pa
 
 def _build(path: Path, final: Path) -> None:
     types = _file_types(path)
+    # float32 holds at least as many bytes as any GGUF encoding of the same tensors
+    require_free(
+        final.parent,
+        path.stat().st_size,
+        f"the float32 conversion of {path.name}",
+        "free space in the growlm cache, or point GROWLM_CACHE at another disk",
+    )
     with atomic_dir(final) as tmp:
         _convert(path, tmp, types)
 

@@ -19,7 +19,6 @@ previous checkpoint, which stays resumable. Only safetensors and JSON are read b
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -36,13 +35,7 @@ from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, PretrainedConfig
 
 from growlm.data.tokenizer import copy_tokenizer_files
-from growlm.errors import (
-    CorruptCheckpoint,
-    DiskFull,
-    InvalidRecipe,
-    OutputNotWritable,
-    one_line,
-)
+from growlm.errors import CorruptCheckpoint, InvalidRecipe, one_line, os_error
 from growlm.io.atomic import atomic_dir, remove_dir
 from growlm.io.diskspace import checkpoint_bytes, require_free
 from growlm.io.faults import fault_point
@@ -161,7 +154,7 @@ def save_checkpoint(
             if previous
             else "no earlier checkpoint exists"
         )
-        raise write_error(exc, f"checkpoint {final.name} in {str(root)!r}", last) from None
+        raise os_error(exc, f"checkpoint {final.name} in {str(root)!r}", last, AGAIN) from None
     fault_point("checkpoint.renamed")
     for old in list_checkpoints(out_dir)[:-keep]:
         remove_dir(old)
@@ -169,21 +162,8 @@ def save_checkpoint(
     return final
 
 
-def write_error(exc: Exception, what: str, kept: str) -> DiskFull | OutputNotWritable:
-    """One line for a failed write: disk full, or the OS error, with what was kept."""
-    text = str(exc)
-    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
-        s in text for s in ("No space left", "os error 28", "StorageFull")
-    ):
-        return DiskFull(
-            f"disk full while writing {what}; {kept}: free space, then run the same command "
-            "again (growlm train: with --resume)"
-        )
-    reason = getattr(exc, "strerror", None) or one_line(exc)
-    return OutputNotWritable(
-        f"cannot write {what}: {reason}; {kept}: fix the output location, then run the same "
-        "command again (growlm train: with --resume)"
-    )
+# how to retry a failed checkpoint or export once the disk or location is fixed
+AGAIN = "run the same command again (growlm train: with --resume)"
 
 
 def require_checkpoint_room(out_dir: Path, config: PretrainedConfig) -> None:
@@ -249,9 +229,8 @@ def export_hf(
                 (tmp / "README.md").write_text(card, encoding="utf-8")
             fault_point("export.files")
     except (OSError, SafetensorError) as exc:
-        raise write_error(
-            exc, f"model folder {str(folder)!r}", "the training checkpoints are intact"
-        ) from None
+        kept = "the training checkpoints are intact"
+        raise os_error(exc, f"model folder {str(folder)!r}", kept, AGAIN) from None
     fault_point("export.renamed")
     return folder
 
