@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from growlm.argtypes import integer as _positive_int  # bounds: checked by each operator
 from growlm.dtypes import SPELLINGS
 from growlm.errors import GrowlmError, Terminated, os_error
 
@@ -114,13 +115,6 @@ def _demo(args: argparse.Namespace) -> int:
     from growlm.demo import run_demo
 
     return run_demo(args)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _scale(text: str) -> float:

@@ -298,9 +298,9 @@ def grow(
         raise
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if check:
-        from growlm.check import check_growth
+        from growlm.check import compare_logits
 
-        checked = check_growth(source.path, out_path, out_dtype or _main_dtype(source))
+        checked = compare_logits(source.path, out_path, out_dtype or _main_dtype(source))
         checked["function_preserving"] = bool(
             plan.function_preserving and checked["check_within_tolerance"]
         )

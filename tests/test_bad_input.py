@@ -333,3 +333,24 @@ def test_console_script_exit_code_and_single_line(llama, tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --factor must be an integer >= 2, got 0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["eval", "m", "--limit", "0"], "argument --limit: must be at least 1, got '0'"),
+        (["eval", "m", "--batch-size", "-2"], "--batch-size: must be at least 1, got '-2'"),
+        (["eval", "m", "--num-fewshot", "-1"], "argument --num-fewshot: must be at least 0"),
+        (["fit", "--bootstrap", "-1"], "argument --bootstrap: must be at least 0, got '-1'"),
+        (
+            ["data", "prepare", "--out", "o", "--tokenizer-train-bytes", "0"],
+            "argument --tokenizer-train-bytes: must be at least 1, got '0'",
+        ),
+        (["eval", "m", "--limit", "1.5"], "argument --limit: expected an integer, got '1.5'"),
+    ],
+)
+def test_counts_below_their_minimum_are_refused_by_the_parser(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    one_line(capsys.readouterr().err.strip(), needle)

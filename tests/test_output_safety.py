@@ -113,13 +113,13 @@ def test_zero_width_from_bf16_to_float32_is_exact(tmp_path, capsys):
 
 def test_check_verdict_comes_from_the_numbers(tiny_dir, tmp_path):
     """A model whose logits differ by more than the tolerance is not called preserving."""
-    from growlm.check import check_growth
+    from growlm.check import compare_logits
 
     other = tmp_path / "other"
     make_model("llama", seed=1).save_pretrained(str(other))
-    same = check_growth(tiny_dir("llama"), tiny_dir("llama"))
+    same = compare_logits(tiny_dir("llama"), tiny_dir("llama"))
     assert same["max_abs_logit_diff"] == 0.0 and same["check_within_tolerance"] is True
-    result = check_growth(tiny_dir("llama"), other)
+    result = compare_logits(tiny_dir("llama"), other)
     assert result["max_abs_logit_diff"] > result["check_tolerance"]
     assert result["check_within_tolerance"] is False
 

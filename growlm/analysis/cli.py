@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from growlm.analysis.errors import AnalysisError
+from growlm.argtypes import nonnegative_int
 from growlm.io.atomic import write_text_atomic
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -209,7 +210,7 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--at-flops", type=number_list, default=[], help="predict loss at C,C,...")
     p.add_argument("--at-loss", type=float, help="loss for FLOPs and extrapolated speedup")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=nonnegative_int, default=200, help="bootstrap resamples")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_fit)
 

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from growlm.argtypes import nonnegative_int, positive_int
 from growlm.eval.errors import EvalError
 
 
@@ -34,9 +35,9 @@ def add_parsers(sub: Any) -> None:
         "tasks, needs hub access), or any lm-eval task name",
     )
     p.add_argument("--include", type=Path, nargs="*", default=[], help="more task YAML folders")
-    p.add_argument("--limit", type=int, help="examples per task")
-    p.add_argument("--num-fewshot", type=int)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=positive_int, help="examples per task")
+    p.add_argument("--num-fewshot", type=nonnegative_int)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument(
         "--trust-remote-code",
         action="store_true",

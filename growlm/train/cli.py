@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from growlm.argtypes import positive_int
 from growlm.data.mix_names import NAME as MIX_NAME
 from growlm.data.mix_names import SOURCE_NAMES as MIX_SOURCES
 from growlm.io.output import output_lock, require_folder
@@ -58,7 +59,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     prep.add_argument("--vocab-size", type=int, default=8192, help="trained tokenizer vocabulary")
     prep.add_argument(
         "--tokenizer-train-bytes",
-        type=int,
+        type=positive_int,
         default=200_000_000,
         help="train the BPE on at most this much text from the start of the corpus",
     )
