@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,17 @@ class PrepareOptions:
     shard_tokens: int = 100_000_000
     text_field: str = "text"
     val_sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def named_in(cls, holder: Any) -> PrepareOptions:
+        """The options ``holder`` (``growlm data prepare``'s arguments, a recipe's data section)
+        has under the same names; the others keep their defaults."""
+        given: dict[str, Any] = {}
+        for f in fields(cls):
+            if hasattr(holder, f.name):
+                value = getattr(holder, f.name)
+                given[f.name] = list(value) if isinstance(value, list | tuple) else value
+        return cls(**given)
 
     def validate(self) -> None:
         if not self.sources:

@@ -147,17 +147,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     from growlm.data.shards import open_shards
 
     require_folder(args.out, "--out")
-    options = PrepareOptions(
-        sources=list(args.sources),
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        val_fraction=args.val_fraction,
-        block_tokens=args.block_tokens,
-        shard_tokens=args.shard_tokens,
-        text_field=args.text_field,
-        tokenizer_train_bytes=args.tokenizer_train_bytes,
-        val_sources=list(args.val_sources),
-    )
+    options = PrepareOptions.named_in(args)
     folder = prepare(options, args.out, force=args.force, progress=True)
     shards = open_shards(folder)
     print(
