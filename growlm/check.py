@@ -49,7 +49,7 @@ def load_fp32(path: Path) -> Any:
 RELATIVE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 4e-3}
 
 
-def check_growth(src: Path, out: Path, stored: torch.dtype = torch.float32) -> dict[str, Any]:
+def compare_logits(src: Path, out: Path, stored: torch.dtype = torch.float32) -> dict[str, Any]:
     """Max |logit difference| (both models in float32) and the loss before and after growth,
     with the verdict: within the tolerance of the dtype the grown weights are stored in."""
     before = load_fp32(src)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import re
@@ -13,8 +12,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from growlm.argtypes import integer as _positive_int  # bounds: checked by each operator
 from growlm.dtypes import SPELLINGS
-from growlm.errors import GrowlmError, Terminated
+from growlm.errors import GrowlmError, Terminated, os_error
 
 
 def _grow(args: argparse.Namespace) -> int:
@@ -115,13 +115,6 @@ def _demo(args: argparse.Namespace) -> int:
     from growlm.demo import run_demo
 
     return run_demo(args)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _scale(text: str) -> float:
@@ -288,7 +281,7 @@ def _plugins() -> list[Callable[[Any], None]]:
     import importlib
 
     out: list[Callable[[Any], None]] = []
-    for module in ("growlm.train.cli", "growlm.analysis.cli"):
+    for module in ("growlm.train.cli", "growlm.analysis.cli", "growlm.eval.cli"):
         try:
             out.append(importlib.import_module(module).add_parsers)
         except ImportError as e:
@@ -316,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnicodeError as e:  # a path or a file that is not UTF-8 (a recipe, a name)
         return _user_error(_not_utf8(e))
     except OSError as e:
-        return _user_error(_environment_error(e))
+        return _user_error(os_error(e))
     except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
         if not _is_allocation_failure(e):
             raise
@@ -378,20 +371,6 @@ def _out_of_memory(args: argparse.Namespace, message: str | None) -> GrowlmError
 def _not_utf8(e: UnicodeError) -> GrowlmError:
     what = "a file" if isinstance(e, UnicodeDecodeError) else "a path or name"
     return GrowlmError(f"{what} is not valid UTF-8 ({e}): rename or convert it")
-
-
-def _environment_error(e: OSError) -> GrowlmError:
-    from growlm.errors import DiskFull, OutputNotWritable
-
-    where = f" {e.filename!s}" if e.filename else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"disk full writing{where}: free space, then run the same command again")
-    if e.errno == errno.ENAMETOOLONG:
-        return OutputNotWritable(f"path too long:{where}: choose a shorter name")
-    reason = e.strerror or type(e).__name__
-    return OutputNotWritable(
-        f"cannot access{where}: {reason}; fix the path or its permissions, or choose another path"
-    )
 
 
 def _user_error(e: GrowlmError) -> int:

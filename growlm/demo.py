@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from growlm.io.atomic import write_text_atomic
+
 DEMO_OPS: list[tuple[str, dict[str, object]]] = [
     ("stack", {"factor": 4}),
     ("interleave", {"factor": 2}),
@@ -189,9 +191,7 @@ def run_demo(args: argparse.Namespace) -> int:
     result = _summarise(summary, runs, out / f"compare-{tag}")
     result["seed"], result["scale"] = seed, scale
     result["regime"] = {r["name"]: arm_regime(r) for r in (scratch, stacked, control)}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "summary.json")
+    write_text_atomic(out / "summary.json", json.dumps(result, indent=2) + "\n")
     _print_table(result)
     return 0
 
@@ -204,7 +204,8 @@ DEMO_MEMBERS = (
     "compare-*",
     "operators",
     "summary.json",
-    "summary.json.tmp",
+    "summary.json.tmp",  # left by a demo killed while writing it (earlier versions)
+    ".summary.json.tmp-*",  # the same, since the summary is written by write_text_atomic
     "loss_vs_flops.png",
 )
 
@@ -214,12 +215,12 @@ def _check_demo_folder(out: Path) -> None:
     anything else (its summary and plot would be overwritten)."""
     from fnmatch import fnmatchcase
 
-    from growlm.errors import OutputExists, OutputNotWritable
+    from growlm.errors import OutputExists
+    from growlm.io.output import require_folder
 
+    require_folder(out, "--out")
     if not out.exists():
         return
-    if not out.is_dir():
-        raise OutputNotWritable(f"--out {str(out)!r} is a file, not a folder: choose another")
     entries = sorted(p.name for p in out.iterdir())
     foreign = [e for e in entries if not any(fnmatchcase(e, m) for m in DEMO_MEMBERS)]
     summary = out / "summary.json"
@@ -355,11 +356,13 @@ def build_base(path: Path) -> Path:
 def run_operator_demo(out: Path) -> int:
     from growlm.grow import grow
     from growlm.io.atomic import remove_dir
-    from growlm.io.output import check_output
+    from growlm.io.output import OutputSpec
 
     if out.exists():  # only the operator demo's own earlier output is ever replaced
         names = ("summary.json", "base", *(op.replace("+", "_") for op, _ in DEMO_OPS))
-        check_output(out, force=True, records=("summary.json",), members=names, flag="--out")
+        OutputSpec(
+            path=out, force=True, records=("summary.json",), members=names, flag="--out"
+        ).check()
         remove_dir(out)
     out.mkdir(parents=True)
     base = build_base(out / "base")

@@ -74,3 +74,47 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     text = text or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_DISK_FULL_TEXT = ("No space left", "os error 28", "StorageFull")  # safetensors' Rust errors
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError (or a safetensors error wrapping one) that says the disk or quota is full."""
+    import errno
+
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(s in str(exc) for s in _DISK_FULL_TEXT)
+
+
+def os_error(
+    exc: BaseException,
+    what: str | None = None,
+    kept: str | None = None,
+    again: str = "run the same command again",
+) -> DiskFull | OutputNotWritable:
+    """The one-line user error for a failed file operation: the one mapping of OSError.
+
+    ``what``: what was being written (default: the file the error names); ``kept``: what
+    survived the failure; ``again``: how to retry once the cause is fixed."""
+    import errno
+
+    filename = getattr(exc, "filename", None)
+    where = what or (str(filename) if filename else "")
+    survived = f"; {kept}" if kept else ""
+    if is_disk_full(exc):
+        writing = f" while writing {where}" if where else ""
+        return DiskFull(f"disk full{writing}{survived}: free space, then {again}")
+    if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+        return OutputNotWritable(f"path too long: {where}: choose a shorter name")
+    reason = getattr(exc, "strerror", None) or one_line(exc)
+    if what is None:
+        place = f" {where}" if where else ""
+        return OutputNotWritable(
+            f"cannot access{place}: {reason}; fix the path or its permissions, or choose "
+            "another path"
+        )
+    return OutputNotWritable(
+        f"cannot write {what}: {reason}{survived}: fix the output location, then {again}"
+    )

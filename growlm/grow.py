@@ -6,7 +6,6 @@ absent or complete. ``grow_tensors`` applies the same plans to tensors in memory
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from collections.abc import Callable
@@ -20,16 +19,17 @@ from growlm import __version__
 from growlm.arch import BUFFERS, spec_for
 from growlm.dtypes import SPELLINGS, long_name
 from growlm.errors import (
-    DiskFull,
     InvalidData,
     InvalidGrowth,
+    is_disk_full,
+    os_error,
 )
 from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
 from growlm.io.hf_config import config_object
 from growlm.io.model_card import add_check, grow_facts, write_grow_card
-from growlm.io.output import check_output, staged_output
+from growlm.io.output import OutputSpec
 from growlm.io.resolve import resolve_model
 from growlm.io.safetensors_stream import nbytes, write_sharded
 from growlm.ops.plan import Mode, Plan
@@ -238,9 +238,10 @@ def grow(
     if not dry_run:
         if out is None:
             raise InvalidGrowth("give an output folder OUT (or --dry-run)")
-        out_path = check_output(
-            out, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
+        output = OutputSpec(
+            path=Path(out), force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
         )
+        out_path = output.check()
     check_source(source, op)
     check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None, op)
     learned = ligo.parse_learn_op(op)
@@ -279,9 +280,7 @@ def grow(
         tensors, record = _learn_weights(source, op, params, seed, learn_data, progress)
         report.update({k: v for k, v in record.items() if k != "depth_maps"})
     try:
-        with staged_output(
-            out_path, force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
-        ) as tmp:
+        with output.staged() as tmp:
             facts = grow_facts(source.path, source.config, report, resolved.hub_id)
             extra = {**resolved.record(), **facts, **record}
             from growlm.train import hf_trainer
@@ -294,16 +293,14 @@ def grow(
             _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
             fault_point("grow.written")
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(
-                f"disk full while writing {out_path}; nothing was left behind: free space and retry"
-            ) from None
+        if is_disk_full(e):
+            raise os_error(e, str(out_path), "nothing was left behind") from None
         raise
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if check:
-        from growlm.check import check_growth
+        from growlm.check import compare_logits
 
-        checked = check_growth(source.path, out_path, out_dtype or _main_dtype(source))
+        checked = compare_logits(source.path, out_path, out_dtype or _main_dtype(source))
         checked["function_preserving"] = bool(
             plan.function_preserving and checked["check_within_tolerance"]
         )

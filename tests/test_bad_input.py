@@ -289,6 +289,23 @@ def test_not_enough_disk_refused_up_front(capsys, llama, tmp_path, monkeypatch):
     one_line(err, "not enough disk")
 
 
+def test_gguf_conversion_refused_up_front_without_room(capsys, tmp_path, monkeypatch):
+    """The float32 folder a GGUF file becomes is at least as large as the file."""
+    import shutil as sh
+
+    monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(992))  # 1000 bytes
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage._replace(free=999))
+    code, err = run(capsys, "grow", str(gguf), str(tmp_path / "out"), "--op", "stack")
+    assert code == 2
+    one_line(err, "not enough disk for the float32 conversion of m.gguf", "gguf': needs about")
+    one_line(err, "about 1000 B, 999 B free; free space in the growlm cache, or point GROWLM_CACHE")
+    assert not (tmp_path / "cache" / "gguf").exists()
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -316,3 +333,24 @@ def test_console_script_exit_code_and_single_line(llama, tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --factor must be an integer >= 2, got 0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["eval", "m", "--limit", "0"], "argument --limit: must be at least 1, got '0'"),
+        (["eval", "m", "--batch-size", "-2"], "--batch-size: must be at least 1, got '-2'"),
+        (["eval", "m", "--num-fewshot", "-1"], "argument --num-fewshot: must be at least 0"),
+        (["fit", "--bootstrap", "-1"], "argument --bootstrap: must be at least 0, got '-1'"),
+        (
+            ["data", "prepare", "--out", "o", "--tokenizer-train-bytes", "0"],
+            "argument --tokenizer-train-bytes: must be at least 1, got '0'",
+        ),
+        (["eval", "m", "--limit", "1.5"], "argument --limit: expected an integer, got '1.5'"),
+    ],
+)
+def test_counts_below_their_minimum_are_refused_by_the_parser(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    one_line(capsys.readouterr().err.strip(), needle)

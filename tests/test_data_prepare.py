@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from growlm.data import PrepareOptions, load_tokenizer, open_shards, prepare, prepare_cached
 from growlm.data.shards import dtype_for_vocab
-from growlm.errors import InvalidData, OutputExists
+from growlm.errors import DiskFull, InvalidData, OutputExists
 
 FIXTURE = Path(__file__).parent / "fixtures" / "shakespeare"
 PLAYS = sorted(FIXTURE.glob("*.txt"))
@@ -251,3 +251,28 @@ def test_cli_data_prepare_and_one_line_errors(tmp_path, capsys):
         and "already exists" in err[0]
     )
     assert "--force" in err[0]
+
+
+def test_not_enough_disk_for_the_shards_is_refused_before_tokenizing(tmp_path, monkeypatch):
+    """The check asks for 2 bytes per token at one token per 8 bytes of text: refused one byte
+    short of that, prepared with exactly that much free (the check is the only reader of it)."""
+    import shutil
+
+    from growlm.data.prepare import MAX_BYTES_PER_TOKEN
+    from growlm.io.diskspace import human_bytes
+
+    text = sum(p.stat().st_size for p in PLAYS)
+    need = text // MAX_BYTES_PER_TOKEN * 2
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=need - 1))
+    out = tmp_path / "tok"
+    with pytest.raises(DiskFull) as e:
+        prepare(_options(), out)
+    assert str(e.value) == (
+        f"not enough disk for the token shards of {human_bytes(text)} of text in {str(out)!r}: "
+        f"needs about {human_bytes(need)}, {human_bytes(need - 1)} free; free space or choose "
+        "another --out"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=need))
+    assert open_shards(prepare(_options(), out)).tokens("train") > 0

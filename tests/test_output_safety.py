@@ -113,13 +113,13 @@ def test_zero_width_from_bf16_to_float32_is_exact(tmp_path, capsys):
 
 def test_check_verdict_comes_from_the_numbers(tiny_dir, tmp_path):
     """A model whose logits differ by more than the tolerance is not called preserving."""
-    from growlm.check import check_growth
+    from growlm.check import compare_logits
 
     other = tmp_path / "other"
     make_model("llama", seed=1).save_pretrained(str(other))
-    same = check_growth(tiny_dir("llama"), tiny_dir("llama"))
+    same = compare_logits(tiny_dir("llama"), tiny_dir("llama"))
     assert same["max_abs_logit_diff"] == 0.0 and same["check_within_tolerance"] is True
-    result = check_growth(tiny_dir("llama"), other)
+    result = compare_logits(tiny_dir("llama"), other)
     assert result["max_abs_logit_diff"] > result["check_tolerance"]
     assert result["check_within_tolerance"] is False
 
@@ -185,3 +185,32 @@ def test_lock_is_released_and_reusable(tmp_path):
     with output_lock(out):  # released: taken again
         pass
     assert _siblings(tmp_path) == []
+
+
+def test_one_mapping_of_os_errors_to_user_errors():
+    """growlm.errors.os_error: the CLI's last resort and the writers that know what they wrote."""
+    from growlm.errors import DiskFull, OutputNotWritable, os_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/r/x")
+    e = os_error(full)
+    assert isinstance(e, DiskFull)
+    assert str(e) == "disk full while writing /r/x: free space, then run the same command again"
+    e = os_error(full, "checkpoint step-2", "step-1 is intact", "resume")
+    assert (
+        str(e)
+        == "disk full while writing checkpoint step-2; step-1 is intact: free space, then resume"
+    )
+    rust = RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+    assert isinstance(os_error(rust, "a folder"), DiskFull)
+    denied = OSError(errno.EACCES, "Permission denied", "/r/x")
+    e = os_error(denied)
+    assert isinstance(e, OutputNotWritable)
+    assert str(e) == (
+        "cannot access /r/x: Permission denied; fix the path or its permissions, or choose "
+        "another path"
+    )
+    e = os_error(denied, "model folder '/r'", "the checkpoints are intact")
+    assert str(e) == (
+        "cannot write model folder '/r': Permission denied; the checkpoints are intact: fix the "
+        "output location, then run the same command again"
+    )

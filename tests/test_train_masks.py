@@ -82,3 +82,11 @@ def test_width_masks_refuse_families_with_post_norms():
     config, _, report = grow_weights(small.config, dict(small.state_dict()), grow)
     with pytest.raises(InvalidRecipe, match="fade_steps with width growth supports llama"):
         fade_plan(small.config, config, report, 4)
+
+
+def test_width_fade_families_follow_from_the_family_specs():
+    """Pre-norm RMSNorm blocks (ArchSpec.pre_norm_only): not Gemma (norms after the sublayers),
+    OLMo 2 (also a norm over all heads), GPT-2 / GPT-NeoX / TokenFormer (LayerNorm)."""
+    from growlm.train.masks import WIDTH_FAMILIES
+
+    assert WIDTH_FAMILIES == ("llama", "mistral", "qwen2", "qwen3", "phi3")

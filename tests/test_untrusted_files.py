@@ -13,7 +13,7 @@ import pytest
 
 import growlm
 from growlm.analysis.errors import AnalysisError
-from growlm.analysis.sweep import parse_size
+from growlm.analysis.sweep import parse_target_size
 from growlm.cli import build_parser
 from growlm.errors import InvalidRecipe
 from growlm.safety import is_safe_name
@@ -176,8 +176,8 @@ def test_plain_stage_names_are_accepted(name):
 @pytest.mark.parametrize("text", ["../../x:hidden_size=64", "a/b:hidden_size=64", ".x:n=1"])
 def test_sweep_size_names_that_would_escape_out_are_refused(text):
     with pytest.raises(AnalysisError, match="becomes a folder name"):
-        parse_size(text)
-    assert parse_size("m:hidden_size=96") == ("m", {"hidden_size": 96})
+        parse_target_size(text)
+    assert parse_target_size("m:hidden_size=96") == ("m", {"hidden_size": 96})
 
 
 def test_safe_names():

@@ -4,13 +4,13 @@ counts exactly (tied embedding/head once, as the trainer's N in C = 6 N D)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from growlm.analysis.errors import AnalysisError
 from growlm.errors import one_line
+from growlm.io.hf_config import ConfigJsonError, read_config_json
 
 
 @dataclass
@@ -61,10 +61,12 @@ def load_model_spec(path: Path | str) -> ModelSpec:
     if p.suffix in (".yaml", ".yml"):
         return _from_recipe(p)
     try:
-        config = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        config = read_config_json(p)
+    except OSError as exc:
         raise AnalysisError(f"--model {str(p)!r} is not a readable config.json: {exc}") from None
-    if not isinstance(config, dict) or "model_type" not in config:
+    except ConfigJsonError as exc:
+        raise AnalysisError(f"--model {str(p)!r} {exc.problem}") from None
+    if "model_type" not in config:
         raise AnalysisError(f"--model {str(p)!r}: config.json has no model_type")
     model_type = str(config.pop("model_type"))
     return ModelSpec(model_type, config, folder=folder)

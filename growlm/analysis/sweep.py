@@ -41,7 +41,7 @@ class SweepRun:
     recipe: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_size(text: str) -> tuple[str, dict[str, Any]]:
+def parse_target_size(text: str) -> tuple[str, dict[str, Any]]:
     """``name:key=value,key=value`` (model.config keys of the target) -> (name, overrides)."""
     name, sep, rest = text.partition(":")
     if not sep:
@@ -102,7 +102,7 @@ def plan_grid(
     vocab = int(recipe["data"]["vocab_size"])
     runs: list[SweepRun] = []
     for size_text in sizes or ["base:"]:
-        size, overrides = parse_size(size_text)
+        size, overrides = parse_target_size(size_text)
         config = {**recipe["model"]["config"], **overrides}
         layers = int(overrides.get("num_hidden_layers", target_layers))
         # the trainer unties the head unless the recipe says otherwise: count N the same way

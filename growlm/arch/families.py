@@ -53,6 +53,7 @@ _FINAL = (_norm("model.norm.weight"),)
 _HEAD = t("lm_head.weight", "out:vocab", "in:hidden")
 _LAYERS = "model.layers.{i}."
 
+# Llama's names and global tensors; the families after it that share them are replace()s of it
 LLAMA = ArchSpec(
     name="llama",
     model_types=("llama",),
@@ -66,26 +67,20 @@ LLAMA = ArchSpec(
 
 MISTRAL = replace(LLAMA, name="mistral", model_types=("mistral",), notes="as Llama.")
 
-QWEN2 = ArchSpec(
+QWEN2 = replace(
+    LLAMA,
     name="qwen2",
     model_types=("qwen2",),
-    layer_prefix=_LAYERS,
     layer_tensors=(*_attn_llama(bias=False), *_mlp_llama(), *_PRE_NORMS),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
     keys=ConfigKeys(per_layer=("layer_types",)),
     notes="q/k/v biases; layer_types and max_window_layers follow the layers.",
 )
 
-QWEN3 = ArchSpec(
+QWEN3 = replace(
+    LLAMA,
     name="qwen3",
     model_types=("qwen3",),
-    layer_prefix=_LAYERS,
     layer_tensors=(*_attn_llama(), *_QK_HEAD_NORMS, *_mlp_llama(), *_PRE_NORMS),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
     keys=ConfigKeys(per_layer=("layer_types",)),
     notes="per-head q/k RMSNorm; layer_types follow the layers.",
 )
@@ -97,14 +92,11 @@ _GEMMA_NORMS = (
     _norm("post_feedforward_layernorm.weight"),
 )
 
-GEMMA2 = ArchSpec(
+GEMMA2 = replace(
+    LLAMA,
     name="gemma2",
     model_types=("gemma2",),
-    layer_prefix=_LAYERS,
     layer_tensors=(*_attn_llama(), *_mlp_llama(), *_GEMMA_NORMS),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
     keys=ConfigKeys(per_layer=("layer_types",)),
     norm_offset=1.0,
     embed_scale_sqrt_hidden=True,
@@ -120,10 +112,10 @@ GEMMA3 = replace(
     notes="Gemma 3 text models (Gemma3ForCausalLM); as Gemma 2 plus per-head q/k norms.",
 )
 
-PHI3 = ArchSpec(
+PHI3 = replace(
+    LLAMA,
     name="phi3",
     model_types=("phi3",),
-    layer_prefix=_LAYERS,
     layer_tensors=(
         t("self_attn.qkv_proj.weight", "out:qkv", "in:hidden"),
         t("self_attn.o_proj.weight", "out:hidden", "in:q", zero=True),
@@ -131,16 +123,13 @@ PHI3 = ArchSpec(
         t("mlp.down_proj.weight", "out:hidden", "in:ffn", zero=True),
         *_PRE_NORMS,
     ),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
     notes="fused qkv_proj ([q; k; v]) and gate_up_proj ([gate; up]).",
 )
 
-OLMO2 = ArchSpec(
+OLMO2 = replace(
+    LLAMA,
     name="olmo2",
     model_types=("olmo2",),
-    layer_prefix=_LAYERS,
     layer_tensors=(
         *_attn_llama(),
         _norm("self_attn.q_norm.weight", "norm:q"),
@@ -149,9 +138,6 @@ OLMO2 = ArchSpec(
         _norm("post_attention_layernorm.weight"),
         _norm("post_feedforward_layernorm.weight"),
     ),
-    embed=_EMBED,
-    final_norm=_FINAL,
-    head=_HEAD,
     normed_width_axes=("q", "kv"),
     notes="post-norms on block outputs; q/k RMSNorm over all heads at once.",
 )

@@ -16,7 +16,7 @@ must be the same computation, else the upcycled model is not the dense model plu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -90,28 +90,6 @@ MIXTRAL = MoeSpec(
     notes="router softmax, top-k, renormalised (weights sum to 1)",
 )
 
-QWEN2_MOE = MoeSpec(
-    name="qwen2_moe",
-    model_type="qwen2_moe",
-    architecture="Qwen2MoeForCausalLM",
-    sources=("qwen2",),
-    router="mlp.gate.weight",
-    experts=_QWEN_EXPERTS,
-    num_experts_key="num_experts",
-    top_k_key="num_experts_per_tok",
-    expert_ffn_key="moe_intermediate_size",
-    shared={
-        "gate": "mlp.shared_expert.gate_proj.weight",
-        "up": "mlp.shared_expert.up_proj.weight",
-        "down": "mlp.shared_expert.down_proj.weight",
-    },
-    shared_gate="mlp.shared_expert_gate.weight",
-    shared_ffn_key="shared_expert_intermediate_size",
-    renormalises="norm_topk_prob",
-    set_config={"decoder_sparse_step": 1, "mlp_only_layers": [], "qkv_bias": True},
-    notes="shared expert behind a sigmoid gate; norm_topk_prob written True",
-)
-
 QWEN3_MOE = MoeSpec(
     name="qwen3_moe",
     model_type="qwen3_moe",
@@ -125,6 +103,24 @@ QWEN3_MOE = MoeSpec(
     renormalises="norm_topk_prob",
     set_config={"decoder_sparse_step": 1, "mlp_only_layers": []},
     notes="norm_topk_prob written True",
+)
+
+# Qwen2-MoE: Qwen3-MoE's router and experts, plus a shared expert
+QWEN2_MOE = replace(
+    QWEN3_MOE,
+    name="qwen2_moe",
+    model_type="qwen2_moe",
+    architecture="Qwen2MoeForCausalLM",
+    sources=("qwen2",),
+    shared={
+        "gate": "mlp.shared_expert.gate_proj.weight",
+        "up": "mlp.shared_expert.up_proj.weight",
+        "down": "mlp.shared_expert.down_proj.weight",
+    },
+    shared_gate="mlp.shared_expert_gate.weight",
+    shared_ffn_key="shared_expert_intermediate_size",
+    set_config={"decoder_sparse_step": 1, "mlp_only_layers": [], "qkv_bias": True},
+    notes="shared expert behind a sigmoid gate; norm_topk_prob written True",
 )
 
 MOE_FAMILIES: tuple[MoeSpec, ...] = (MIXTRAL, QWEN2_MOE, QWEN3_MOE)

@@ -146,5 +146,16 @@ class ArchSpec:
         return self.layer_prefix.replace("{i}", str(layer)) + ts.name
 
     @property
+    def pre_norm_only(self) -> bool:
+        """Each block normalises the hidden state with one RMSNorm before each of its two
+        sublayers and nowhere else: no norm after a sublayer (Gemma, OLMo 2), no norm over all
+        heads (OLMo 2), no LayerNorm mean (GPT-2, GPT-NeoX). Width fade masks
+        (growlm.train.masks) are exact on such blocks only."""
+        hidden_norms = [
+            ts for ts in self.layer_tensors if ts.role == "norm" and ts.axes[0].kind == "hidden"
+        ]
+        return self.norm == "rms" and not self.normed_width_axes and len(hidden_norms) == 2
+
+    @property
     def global_tensors(self) -> tuple[TensorSpec, ...]:
         return (self.embed, *self.extra_globals, *self.final_norm, self.head)

@@ -38,7 +38,7 @@ from growlm.data.shards import MANIFEST
 from growlm.data.sources import sha256_file
 from growlm.data.text_convert import html_to_text, normalise, paragraphs, untag_brown
 from growlm.errors import InvalidData
-from growlm.io.output import check_output, staged_output
+from growlm.io.output import OutputSpec
 
 FORMAT = "growlm-corpus/1"
 CORPUS_MANIFEST = "corpus.json"
@@ -211,12 +211,16 @@ def build_corpus(
         )
     if not 0.0 < val_fraction < 0.5:
         raise InvalidData(f"val_fraction must be in (0, 0.5), got {val_fraction}")
-    members = (CORPUS_MANIFEST, "train", "val")
-    check_output(out_dir, force=force, records=(CORPUS_MANIFEST,), members=members, flag="--out")
+    output = OutputSpec(
+        path=out_dir,
+        force=force,
+        records=(CORPUS_MANIFEST,),
+        members=(CORPUS_MANIFEST, "train", "val"),
+        flag="--out",
+    )
+    output.check()
     start = time.time()
-    with staged_output(
-        out_dir, force=force, records=(CORPUS_MANIFEST,), members=members, flag="--out"
-    ) as staging:
+    with output.staged() as staging:
         (staging / "train").mkdir()
         (staging / "val").mkdir()
         dedup = Deduplicator()

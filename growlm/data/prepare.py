@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,16 @@ from growlm.data.tokenizer import (
     train_tokenizer,
 )
 from growlm.errors import InvalidData
-from growlm.io.output import check_output, staged_output
+from growlm.io.diskspace import human_bytes, require_free
+from growlm.io.output import OutputSpec
 
 MEMBERS = (MANIFEST, "tokenizer", "train-*.bin", "val-*.bin")  # all a prepared folder holds
 ENCODE_BATCH = 64  # pieces per parallel encode
 ENCODE_BATCH_CHARS = 8 * CHUNK_CHARS  # text per parallel encode: bounds the encoder memory
 TRAIN_PIECE_CHARS = 1 << 16  # size of the items fed to the BPE trainer
+# a BPE token covers at most this many bytes of text on any real corpus (typically 3 to 5): the
+# free-space check asks for the shards of one token per MAX_BYTES_PER_TOKEN bytes, a lower bound
+MAX_BYTES_PER_TOKEN = 8
 
 
 @dataclass
@@ -80,6 +84,17 @@ class PrepareOptions:
     shard_tokens: int = 100_000_000
     text_field: str = "text"
     val_sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def named_in(cls, holder: Any) -> PrepareOptions:
+        """The options ``holder`` (``growlm data prepare``'s arguments, a recipe's data section)
+        has under the same names; the others keep their defaults."""
+        given: dict[str, Any] = {}
+        for f in fields(cls):
+            if hasattr(holder, f.name):
+                value = getattr(holder, f.name)
+                given[f.name] = list(value) if isinstance(value, list | tuple) else value
+        return cls(**given)
 
     def validate(self) -> None:
         if not self.sources:
@@ -175,7 +190,7 @@ def prepare_cached(options: PrepareOptions, progress: bool = False) -> Path:
     folder = cache_root() / "data" / cache_key(options, *(c.fingerprint() for c in corpora))
     if (folder / MANIFEST).is_file():
         return folder
-    return _prepare(corpora, options, folder, _Settings(progress=progress), True)
+    return _prepare(corpora, options, _output(folder, options, True), _Settings(progress=progress))
 
 
 def prepare(
@@ -190,9 +205,10 @@ def prepare(
     stderr (when it is a terminal); ``chunk_chars`` bounds the text held at once
     (growlm/data/chunks.py) and, where text offers safe cuts, not the tokens."""
     options.validate()
-    _check_out(out_dir, options, force)
+    output = _output(out_dir, options, force)
+    output.check()
     settings = _Settings(progress=progress, chunk_chars=chunk_chars)
-    return _prepare(_corpora(options), options, out_dir, settings, force)
+    return _prepare(_corpora(options), options, output, settings)
 
 
 def _corpora(options: PrepareOptions) -> list[_Corpus]:
@@ -203,10 +219,11 @@ def _corpora(options: PrepareOptions) -> list[_Corpus]:
     return corpora
 
 
-def _check_out(out_dir: Path, options: PrepareOptions, force: bool) -> None:
+def _output(out_dir: Path, options: PrepareOptions, force: bool) -> OutputSpec:
+    """--out of data prepare: a growlm token folder, never one of the local sources."""
     local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
-    check_output(
-        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
+    return OutputSpec(
+        path=out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
     )
 
 
@@ -221,23 +238,32 @@ class _Settings:
 
 
 def _prepare(
-    corpora: list[_Corpus],
-    options: PrepareOptions,
-    out_dir: Path,
-    settings: _Settings,
-    force: bool = False,
+    corpora: list[_Corpus], options: PrepareOptions, output: OutputSpec, settings: _Settings
 ) -> Path:
-    local = [s for s in (*options.sources, *options.val_sources) if Path(s).exists()]
-    with staged_output(
-        out_dir, force=force, records=(MANIFEST,), members=MEMBERS, sources=local, flag="--out"
-    ) as staging:
+    _require_room(corpora, output.path)
+    with output.staged() as staging:
         tokenizer = _tokenizer(corpora[0], options, staging / "tokenizer", settings)
         manifest, per_file = _write_tokens(corpora, tokenizer, options, staging, settings)
         for key, corpus in zip(("sources", "val_sources"), corpora, strict=False):
             manifest[key] = _with_counts(corpus.fingerprint(), per_file)
         write_manifest(staging, manifest)
-    open_shards(out_dir)  # sizes agree with the manifest
-    return out_dir
+    open_shards(output.path)  # sizes agree with the manifest
+    return output.path
+
+
+def _require_room(corpora: list[_Corpus], out: Path) -> None:
+    """DiskFull before tokenizing when OUT's disk obviously cannot hold the token shards (at
+    least 2 bytes per token, one token per MAX_BYTES_PER_TOKEN bytes of local text)."""
+    sizes = [corpus.total_bytes() for corpus in corpora]
+    if any(size is None for size in sizes):
+        return  # a hub dataset: its size is not known before it streams
+    text = sum(size or 0 for size in sizes)
+    require_free(
+        out,
+        text // MAX_BYTES_PER_TOKEN * np.dtype(np.uint16).itemsize,
+        f"the token shards of {human_bytes(text)} of text",
+        "free space or choose another --out",
+    )
 
 
 def _tokenizer(

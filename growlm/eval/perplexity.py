@@ -19,6 +19,7 @@ import torch
 
 from growlm.errors import one_line
 from growlm.eval.errors import EvalError
+from growlm.io.hf_config import ConfigJsonError, not_causal_lm, read_config_json
 
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 
@@ -91,24 +92,20 @@ def _check_vocab(path: Path, ids: int, vocab: Any) -> None:
 
 def _checked_config(path: Path) -> dict[str, Any]:
     """config.json as a JSON object with a model_type transformers knows (or auto_map)."""
-    import json
-
     from transformers import CONFIG_MAPPING
 
-    file = path / "config.json"
-    if not file.is_file():
-        raise EvalError(f"{str(path)!r} is not a model folder (no config.json)")
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvalError(f"{str(file)!r} is not valid JSON ({one_line(exc)}): restore it") from None
-    if not isinstance(config, dict):
-        raise EvalError(f"{str(file)!r} does not hold a JSON object: restore it")
+        config = read_config_json(path)
+    except ConfigJsonError as e:
+        if e.missing:
+            raise EvalError(f"{str(path)!r} is not a model folder (no config.json)") from None
+        raise EvalError(f"{str(e.file)!r} {e.problem}: restore it") from None
+    file = path / "config.json"
     model_type = config.get("model_type")
-    archs = config.get("architectures") or []
-    if archs and not any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+    arch = not_causal_lm(config)
+    if arch is not None:
         raise EvalError(
-            f"{str(path)!r} holds a {archs[0]}, not a causal language model: perplexity and "
+            f"{str(path)!r} holds a {arch}, not a causal language model: perplexity and "
             "next-token tasks need a *ForCausalLM / *LMHeadModel checkpoint"
         )
     if "auto_map" not in config and model_type not in CONFIG_MAPPING:

@@ -1,8 +1,10 @@
 """Write files and folders so that readers see the old content or the new one, never half of it.
 
-A folder is written under a hidden temporary name and renamed into place (``replace_dir``); an
-old folder is first renamed aside and deleted after the swap, so a process killed at any moment
-leaves the old folder, no folder, or the new one, plus hidden debris that the next write clears.
+A folder is written under a hidden temporary name and renamed into place (``atomic_dir``, which
+every folder writer uses: grow, data prepare and fetch-corpus through growlm.io.output, training
+checkpoints and exports, the GGUF conversion cache); an old folder is first renamed aside and
+deleted after the swap, so a process killed at any moment leaves the old folder, no folder, or
+the new one, plus hidden debris that the next write clears.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _NAME_KEEP = 48  # characters of a name kept in its hidden siblings' names
@@ -37,6 +41,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(
+    final: Path, staging: Path | None = None, *, durable: bool = False
+) -> Iterator[Path]:
+    """Yield an empty hidden folder and swap it in at ``final`` when the block succeeds.
+
+    ``staging`` is where the new content is written (default: this process's hidden sibling of
+    ``final``); an old one there is removed first. On any failure (an exception, Ctrl-C) it is
+    removed and ``final`` is left as it was. ``durable``: flush the files and the folder to disk
+    before the swap (training checkpoints, which a crash must not tear)."""
+    tmp = staging if staging is not None else sibling(final, "tmp")
+    if tmp.exists() or tmp.is_symlink():
+        _delete(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if durable:
+            fsync_files(tmp)
+            fsync_dir(tmp)
+        replace_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

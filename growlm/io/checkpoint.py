@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from growlm.errors import CorruptCheckpoint, NotACausalLM
+from growlm.io.hf_config import ConfigJsonError, not_causal_lm, read_config_json
 from growlm.io.safetensors_stream import RawBytes, SafetensorsFile
 
 SIDE_FILES = (
@@ -39,19 +40,18 @@ class SourceCheckpoint:
             raise NotACausalLM(f"source {self.path} does not exist: give a checkpoint folder")
         if not self.path.is_dir():
             raise NotACausalLM(f"source {self.path} is not a folder: give a checkpoint folder")
-        cfg_path = self.path / "config.json"
-        if not cfg_path.is_file():
-            raise NotACausalLM(f"{self.path} has no config.json: not a Hugging Face model folder")
         try:
-            self.config: dict[str, Any] = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CorruptCheckpoint(f"{cfg_path} is not valid JSON") from None
-        if not isinstance(self.config, dict):
-            raise CorruptCheckpoint(f"{cfg_path} does not hold a JSON object")
-        archs = self.config.get("architectures") or []
-        if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            self.config: dict[str, Any] = read_config_json(self.path)
+        except ConfigJsonError as e:
+            if e.missing:
+                raise NotACausalLM(
+                    f"{self.path} has no config.json: not a Hugging Face model folder"
+                ) from None
+            raise CorruptCheckpoint(str(e)) from None
+        arch = not_causal_lm(self.config)
+        if arch is not None:
             raise NotACausalLM(
-                f"{self.path} holds a {archs[0]}, not a causal language model "
+                f"{self.path} holds a {arch}, not a causal language model "
                 f"(growlm grows *ForCausalLM / *LMHeadModel checkpoints)"
             )
         self._files: dict[str, SafetensorsFile] = {}

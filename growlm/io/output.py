@@ -1,15 +1,17 @@
 """Output folders that never cost the user data: checked, locked, staged, swapped.
 
-Every command that writes a folder (grow, data prepare, the demo) goes through
-:func:`staged_output`:
+A command states its output once, as an :class:`OutputSpec` (the folder, ``--force``, the files
+that prove growlm wrote it, what it may hold, the sources it must not overwrite, the flag that
+names it in errors). Every command that writes a folder whole (grow, data prepare, data
+fetch-corpus) goes through :meth:`OutputSpec.staged`; the operator demo uses its check:
 
-1. :func:`check_output` refuses an OUT that is a source or contains one, a file, or (with
+1. :meth:`OutputSpec.check` refuses an OUT that is a source or contains one, a file, or (with
    ``--force``) a folder that growlm did not write: ``--force`` replaces only an empty folder or
    one whose record file (``growth.json``, ``manifest.json``, ...) says growlm wrote it.
 2. A lock beside OUT (``flock`` on a hidden file that holds the writer's pid) makes a second
    writer into the same OUT refuse with one line; a killed writer's lock dies with it.
 3. The new content is written to a hidden sibling (short name, whatever OUT's length) and
-   swapped in by :func:`growlm.io.atomic.replace_dir`: OUT is the old folder or the new one.
+   swapped in by :func:`growlm.io.atomic.atomic_dir`: OUT is the old folder or the new one.
    Siblings left by killed writers are removed by the next writer.
 """
 
@@ -20,13 +22,13 @@ import fcntl
 import fnmatch
 import json
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from growlm.errors import OutputBusy, OutputExists, OutputNotWritable
-from growlm.io.atomic import clear_dead_siblings, replace_dir, short_name, sibling
+from growlm.io.atomic import atomic_dir, clear_dead_siblings, short_name
 
 
 def _resolved(path: Path) -> Path:
@@ -56,24 +58,57 @@ def owned_by_growlm(folder: Path, records: Sequence[str]) -> bool:
     return False
 
 
-def check_output(
-    out: str | Path,
-    *,
-    force: bool,
-    records: Sequence[str],
-    members: Sequence[str] = ("*",),
-    sources: Sequence[str | Path] = (),
-    flag: str = "OUT",
-) -> Path:
-    """Refuse an output that cannot be written without losing data; returns OUT as a Path.
+@dataclass(frozen=True, kw_only=True)
+class OutputSpec:
+    """A command's output folder and what may be replaced there, stated once.
 
     ``records``: the files that prove growlm wrote a folder; ``members``: name patterns of
-    everything such a folder holds (with ``--force`` anything else in it is the user's, and
-    refused by name). A source, a file of a source (a symlink into OUT, as in the HF cache), the
-    current folder and a symlinked OUT are never replaced."""
-    out = Path(out).expanduser()
+    everything such a folder holds (with ``force`` anything else in it is the user's, and refused
+    by name); ``sources``: inputs that OUT must not be, contain or be linked from; ``flag``: how
+    errors name OUT."""
+
+    path: Path
+    records: Sequence[str]
+    force: bool = False
+    members: Sequence[str] = ("*",)
+    sources: Sequence[str | Path] = ()
+    flag: str = "OUT"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser())
+
+    def check(self) -> Path:
+        """Refuse an output that cannot be written without losing data; returns OUT."""
+        return _check(self)
+
+    @contextmanager
+    def staged(self) -> Iterator[Path]:
+        """Lock OUT, yield an empty hidden staging folder, and swap it in when the block succeeds.
+
+        On any failure (an exception, Ctrl-C, SIGTERM) the staging folder is removed and OUT is
+        left as it was. The checks of :meth:`check` are repeated under the lock."""
+        self.check()
+        with output_lock(self.path, self.flag):
+            self.check()
+            clear_dead_siblings(self.path, "tmp")
+            with atomic_dir(self.path) as tmp:
+                yield tmp
+
+
+def require_folder(out: Path, flag: str) -> None:
+    """An output that exists must be a folder (a file there is never replaced)."""
+    if out.exists() and not out.is_dir():
+        raise OutputNotWritable(
+            f"{flag} {str(out)!r} is a file, not a folder: choose another {flag}"
+        )
+
+
+def _check(spec: OutputSpec) -> Path:
+    """A source, a file of a source (a symlink into OUT, as in the HF cache), the current folder
+    and a symlinked OUT are never replaced."""
+    out, force, flag = spec.path, spec.force, spec.flag
     real = _resolved(out)
-    for src in sources:
+    for src in spec.sources:
         src_path = Path(src)
         src_real = _resolved(src_path)
         if _inside(src_real, real):
@@ -103,10 +138,7 @@ def check_output(
             break
     if not (out.exists() or out.is_symlink()):
         return out
-    if not out.is_dir():
-        raise OutputNotWritable(
-            f"{flag} {str(out)!r} is a file, not a folder: choose another {flag}"
-        )
+    require_folder(out, flag)
     if not force:
         raise OutputExists(
             f"{flag} {str(out)!r} already exists: choose another path or pass --force to replace it"
@@ -117,12 +149,12 @@ def check_output(
             f"folder it points to ({str(real)!r}) or another {flag}"
         )
     entries = sorted(p.name for p in out.iterdir())
-    if entries and not owned_by_growlm(out, records):
+    if entries and not owned_by_growlm(out, spec.records):
         raise OutputExists(
             f"{flag} {str(out)!r} holds files growlm did not write; --force replaces only empty "
             f"folders and growlm's own outputs: choose another {flag} or empty it yourself"
         )
-    foreign = [e for e in entries if not any(fnmatch.fnmatchcase(e, m) for m in members)]
+    foreign = [e for e in entries if not any(fnmatch.fnmatchcase(e, m) for m in spec.members)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (
             f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -167,36 +199,3 @@ def output_lock(out: Path, flag: str = "OUT") -> Iterator[None]:
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
-
-
-@contextmanager
-def staged_output(
-    out: str | Path,
-    *,
-    force: bool,
-    records: Sequence[str],
-    members: Sequence[str] = ("*",),
-    sources: Sequence[str | Path] = (),
-    flag: str = "OUT",
-) -> Iterator[Path]:
-    """Lock OUT, yield an empty hidden staging folder, and swap it in when the block succeeds.
-
-    On any failure (an exception, Ctrl-C, SIGTERM) the staging folder is removed and OUT is left
-    as it was. The checks of :func:`check_output` are repeated under the lock.
-    """
-    out = Path(out).expanduser()
-    check = {"force": force, "records": records, "members": members, "sources": sources}
-    check_output(out, flag=flag, **check)  # type: ignore[arg-type]
-    with output_lock(out, flag):
-        check_output(out, flag=flag, **check)  # type: ignore[arg-type]
-        clear_dead_siblings(out, "tmp")
-        tmp = sibling(out, "tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        try:
-            yield tmp
-            replace_dir(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)

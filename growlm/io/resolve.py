@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import struct
 import sys
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from typing import Any
 
 from growlm.data.cache import cache_root
 from growlm.errors import CorruptCheckpoint, NotACausalLM, one_line
+from growlm.io.atomic import atomic_dir
+from growlm.io.diskspace import require_free
 
 # org/name with an optional @revision (a branch, tag or commit); hub ids have exactly one "/"
 _HUB_ID = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@([\w.\-/]+))?$")
@@ -187,16 +188,15 @@ def gguf_folder(path: Path, root: Path | None = None, quiet: bool = False) -> Pa
 
 def _build(path: Path, final: Path) -> None:
     types = _file_types(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # float32 holds at least as many bytes as any GGUF encoding of the same tensors
+    require_free(
+        final.parent,
+        path.stat().st_size,
+        f"the float32 conversion of {path.name}",
+        "free space in the growlm cache, or point GROWLM_CACHE at another disk",
+    )
+    with atomic_dir(final) as tmp:
         _convert(path, tmp, types)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert(gguf: Path, out: Path, types: list[str]) -> None:

@@ -9,7 +9,8 @@ A training checkpoint is a folder ``OUT/checkpoints/step-NNNNNNNN/`` holding::
     state.json             stage, step, token/FLOP counters, sampler position, Python and
                            NumPy RNG states, the recipe
 
-It is written to a hidden temporary folder, flushed to disk and renamed into place, and old
+It is written to a hidden temporary folder, flushed to disk and renamed into place
+(``growlm.io.atomic.atomic_dir``, as every growlm output folder), and old
 checkpoints are renamed aside before they are deleted, so a run killed at any moment never leaves
 a half-written or half-deleted ``step-*`` folder (tests/test_crash_resume.py kills it inside every
 one of these steps). A write that fails (disk full) removes its temporary folder and names the
@@ -18,7 +19,6 @@ previous checkpoint, which stays resumable. Only safetensors and JSON are read b
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -35,14 +35,8 @@ from safetensors.torch import load_file, save_file
 from transformers import GenerationConfig, PretrainedConfig
 
 from growlm.data.tokenizer import copy_tokenizer_files
-from growlm.errors import (
-    CorruptCheckpoint,
-    DiskFull,
-    InvalidRecipe,
-    OutputNotWritable,
-    one_line,
-)
-from growlm.io.atomic import fsync_dir, fsync_files, remove_dir, replace_dir
+from growlm.errors import CorruptCheckpoint, InvalidRecipe, one_line, os_error
+from growlm.io.atomic import atomic_dir, remove_dir
 from growlm.io.diskspace import checkpoint_bytes, require_free
 from growlm.io.faults import fault_point
 from growlm.train.model import build_model, load_config, param_count
@@ -132,31 +126,27 @@ def save_checkpoint(
         if shards_from is not None and stale == shards_from:
             continue
         shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while writing
-    tmp = root / f".tmp-step-{step:08d}"
     try:
-        tmp.mkdir()
-        fault_point("checkpoint.begin")
-        if model_state is not None:
-            save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
-        fault_point("checkpoint.model")
-        config.to_json_file(str(tmp / "config.json"))
-        if optim_state is not None:
-            save_file(_contiguous(flatten_optim(optim_state)), str(tmp / "optimizer.safetensors"))
-        if shards_from is not None:
-            for shard in sorted(shards_from.iterdir()):
-                os.replace(shard, tmp / shard.name)
-            shards_from.rmdir()
-        fault_point("checkpoint.optimizer")
-        rng_tensors, rng_plain = rng_snapshot()
-        save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
-        state = {**run_state, "rng": rng_plain}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-        fault_point("checkpoint.state")
-        fsync_files(tmp)
-        fsync_dir(tmp)
-        replace_dir(tmp, final)
+        with atomic_dir(final, root / f".tmp-step-{step:08d}", durable=True) as tmp:
+            fault_point("checkpoint.begin")
+            if model_state is not None:
+                save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+            fault_point("checkpoint.model")
+            config.to_json_file(str(tmp / "config.json"))
+            if optim_state is not None:
+                optim = _contiguous(flatten_optim(optim_state))
+                save_file(optim, str(tmp / "optimizer.safetensors"))
+            if shards_from is not None:
+                for shard in sorted(shards_from.iterdir()):
+                    os.replace(shard, tmp / shard.name)
+                shards_from.rmdir()
+            fault_point("checkpoint.optimizer")
+            rng_tensors, rng_plain = rng_snapshot()
+            save_file(_contiguous(rng_tensors), str(tmp / "rng.safetensors"))
+            state = {**run_state, "rng": rng_plain}
+            (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+            fault_point("checkpoint.state")
     except (OSError, SafetensorError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if shards_from is not None:
             shutil.rmtree(shards_from, ignore_errors=True)
         last = (
@@ -164,7 +154,7 @@ def save_checkpoint(
             if previous
             else "no earlier checkpoint exists"
         )
-        raise write_error(exc, f"checkpoint {final.name} in {str(root)!r}", last) from None
+        raise os_error(exc, f"checkpoint {final.name} in {str(root)!r}", last, AGAIN) from None
     fault_point("checkpoint.renamed")
     for old in list_checkpoints(out_dir)[:-keep]:
         remove_dir(old)
@@ -172,21 +162,8 @@ def save_checkpoint(
     return final
 
 
-def write_error(exc: Exception, what: str, kept: str) -> DiskFull | OutputNotWritable:
-    """One line for a failed write: disk full, or the OS error, with what was kept."""
-    text = str(exc)
-    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
-        s in text for s in ("No space left", "os error 28", "StorageFull")
-    ):
-        return DiskFull(
-            f"disk full while writing {what}; {kept}: free space, then run the same command "
-            "again (growlm train: with --resume)"
-        )
-    reason = getattr(exc, "strerror", None) or one_line(exc)
-    return OutputNotWritable(
-        f"cannot write {what}: {reason}; {kept}: fix the output location, then run the same "
-        "command again (growlm train: with --resume)"
-    )
+# how to retry a failed checkpoint or export once the disk or location is fixed
+AGAIN = "run the same command again (growlm train: with --resume)"
 
 
 def require_checkpoint_room(out_dir: Path, config: PretrainedConfig) -> None:
@@ -238,29 +215,22 @@ def export_hf(
 ) -> Path:
     """Write a loadable HF checkpoint (safetensors, config, generation config, tokenizer and
     the model card ``card``) atomically."""
-    tmp = folder.parent / f".tmp-{folder.name}"
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        state = dict(model_state)
-        if getattr(config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        fault_point("export.model")
-        config.to_json_file(str(tmp / "config.json"))
-        GenerationConfig.from_model_config(config).save_pretrained(str(tmp))
-        copy_tokenizer_files(tokenizer_dir, tmp)
-        if card is not None:
-            (tmp / "README.md").write_text(card, encoding="utf-8")
-        fault_point("export.files")
-        fsync_files(tmp)
-        replace_dir(tmp, folder)
+        with atomic_dir(folder, folder.parent / f".tmp-{folder.name}", durable=True) as tmp:
+            state = dict(model_state)
+            if getattr(config, "tie_word_embeddings", False):
+                state.pop("lm_head.weight", None)
+            save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            fault_point("export.model")
+            config.to_json_file(str(tmp / "config.json"))
+            GenerationConfig.from_model_config(config).save_pretrained(str(tmp))
+            copy_tokenizer_files(tokenizer_dir, tmp)
+            if card is not None:
+                (tmp / "README.md").write_text(card, encoding="utf-8")
+            fault_point("export.files")
     except (OSError, SafetensorError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(
-            exc, f"model folder {str(folder)!r}", "the training checkpoints are intact"
-        ) from None
+        kept = "the training checkpoints are intact"
+        raise os_error(exc, f"model folder {str(folder)!r}", kept, AGAIN) from None
     fault_point("export.renamed")
     return folder
 

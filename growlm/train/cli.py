@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from growlm.argtypes import positive_int
 from growlm.data.mix_names import NAME as MIX_NAME
 from growlm.data.mix_names import SOURCE_NAMES as MIX_SOURCES
-from growlm.errors import OutputNotWritable
+from growlm.io.output import output_lock, require_folder
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,7 +59,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     prep.add_argument("--vocab-size", type=int, default=8192, help="trained tokenizer vocabulary")
     prep.add_argument(
         "--tokenizer-train-bytes",
-        type=int,
+        type=positive_int,
         default=200_000_000,
         help="train the BPE on at most this much text from the start of the corpus",
     )
@@ -108,12 +109,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Load, check and run the recipe; under torchrun, leave without interpreter teardown."""
     from contextlib import nullcontext
 
-    from growlm.io.output import output_lock
     from growlm.train.loop import train
     from growlm.train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    _require_folder(args.out, "--out")
+    require_folder(args.out, "--out")
     distributed_run = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # one run per folder: rank 0 holds the lock (a second growlm train there refuses at once)
     lock = output_lock(args.out, "--out") if os.environ.get("RANK", "0") == "0" else nullcontext()
@@ -142,30 +142,12 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _require_folder(path: Path, flag: str) -> None:
-    """An output that exists must be a folder (a file there is never replaced)."""
-    if path.exists() and not path.is_dir():
-        raise OutputNotWritable(
-            f"{flag} {str(path)!r} is a file, not a folder: choose another {flag}"
-        )
-
-
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     from growlm.data.prepare import PrepareOptions, prepare
     from growlm.data.shards import open_shards
 
-    _require_folder(args.out, "--out")
-    options = PrepareOptions(
-        sources=list(args.sources),
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        val_fraction=args.val_fraction,
-        block_tokens=args.block_tokens,
-        shard_tokens=args.shard_tokens,
-        text_field=args.text_field,
-        tokenizer_train_bytes=args.tokenizer_train_bytes,
-        val_sources=list(args.val_sources),
-    )
+    require_folder(args.out, "--out")
+    options = PrepareOptions.named_in(args)
     folder = prepare(options, args.out, force=args.force, progress=True)
     shards = open_shards(folder)
     print(
@@ -179,7 +161,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 def cmd_data_fetch_corpus(args: argparse.Namespace) -> int:
     from growlm.data.mix import build_corpus
 
-    _require_folder(args.out, "--out")
+    require_folder(args.out, "--out")
     names = tuple(n.strip() for n in args.sources.split(",") if n.strip())
     manifest = build_corpus(args.out, names, val_fraction=args.val_fraction, force=args.force)
     for s in manifest["sources"]:

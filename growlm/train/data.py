@@ -38,14 +38,7 @@ def prepared_folder(data: DataConfig) -> Path:
     """The prepared folder of the recipe's data, preparing it into the cache if needed."""
     if data.prepared:
         return Path(data.prepared)
-    options = PrepareOptions(
-        sources=list(data.sources),
-        tokenizer=data.tokenizer,
-        vocab_size=data.vocab_size,
-        val_fraction=data.val_fraction,
-        block_tokens=data.block_tokens,
-        text_field=data.text_field,
-    )
+    options = PrepareOptions.named_in(data)
     return prepare_cached(options, progress=True)
 
 

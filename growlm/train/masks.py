@@ -30,15 +30,14 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from growlm.arch import spec_for
+from growlm.arch import FAMILIES, spec_for
 from growlm.errors import InvalidRecipe
 from growlm.ops.axes import axis_maps
 from growlm.ops.planner import source_shape
 
 FADE_OPS = ("random-depth", "random-width")  # the operators whose new structure can fade in
-# width masks need pre-norm blocks whose RMSNorms span the hidden state only (no post-sublayer
-# norms, no norm over all heads): the families below
-WIDTH_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+# width masks need pre-norm blocks whose RMSNorms span the hidden state only (from the specs)
+WIDTH_FAMILIES = tuple(spec.name for spec in FAMILIES if spec.pre_norm_only)
 
 
 @dataclass

@@ -4,7 +4,6 @@ parameter count (FLOPs per token: ``growlm.train.flops``)."""
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from growlm.errors import InvalidRecipe, one_line
+from growlm.io.hf_config import ConfigJsonError, read_config_json
 from growlm.train.recipe import ModelConfig
 
 # HF config keys that growlm sets itself or that only describe serialisation.
@@ -68,23 +68,23 @@ def init_metadata(init: str) -> dict[str, Any]:
 
     folder = init_folder(init)
     try:
-        raw = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+        raw = read_config_json(folder)
+    except (OSError, ConfigJsonError):
         raw = {}
     parsed = None if Path(init).exists() else hub_id(init)
-    return source_metadata(folder, raw if isinstance(raw, dict) else {}, parsed and parsed[0])
+    return source_metadata(folder, raw, parsed and parsed[0])
 
 
 def load_config(folder: Path, what: str = "model.init") -> PretrainedConfig:
     """The HF config of ``folder``; errors name it as ``what`` (a recipe key or "checkpoint")."""
     file = folder / "config.json"
-    if not file.is_file():
-        raise InvalidRecipe(f"{what}: {str(folder)!r} has no config.json")
     try:
-        raw = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidRecipe(f"{what}: {str(file)!r} is not valid JSON") from None
-    model_type = raw.pop("model_type", None) if isinstance(raw, dict) else None
+        raw = read_config_json(folder)
+    except ConfigJsonError as e:
+        if e.missing:
+            raise InvalidRecipe(f"{what}: {str(folder)!r} has no config.json") from None
+        raise InvalidRecipe(f"{what}: {str(e.file)!r} {e.reason}") from None
+    model_type = raw.pop("model_type", None)
     if not isinstance(model_type, str):
         raise InvalidRecipe(f"{what}: {str(file)!r} has no model_type")
     try:

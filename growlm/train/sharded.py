@@ -31,7 +31,8 @@ def shard_file(kind: str, rank: int, world: int) -> str:
     return f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def _rank_shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a (possibly sharded) tensor, detached on the CPU."""
     from torch.distributed.tensor import DTensor
 
     if isinstance(t, DTensor):
@@ -44,10 +45,10 @@ def write_local_shards(
 ) -> None:
     """This rank's shards of every parameter and of its AdamW state into ``folder``."""
     params = dict(unwrap(model).named_parameters())
-    weights = {name: _local(p) for name, p in params.items()}
+    weights = {name: _rank_shard(p) for name, p in params.items()}
     names = {id(p): n for n, p in params.items()}
     optim = {
-        names[id(param)]: {key: _local(v) for key, v in optimizer.state.get(param, {}).items()}
+        names[id(param)]: {key: _rank_shard(v) for key, v in optimizer.state.get(param, {}).items()}
         for group in optimizer.param_groups
         for param in group["params"]
     }
