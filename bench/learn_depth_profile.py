@@ -69,10 +69,11 @@ def _profile(growlm, src: Path, data: Path, top: int) -> dict:
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()
-        report = growlm.grow(
-            src, Path(tmp) / "out", "learn-depth", factor=2, steps=3, batch_size=1,
-            seq_len=32, data=data,
-        )  # fmt: skip
+        from growlm.grow import GrowOptions
+
+        options = GrowOptions(batch_size=1, seq_len=32, data=data)
+        params = {"factor": 2, "steps": 3}
+        report = growlm.grow(src, Path(tmp) / "out", "learn-depth", params, options).to_json()
         prof.disable()
         wall = time.perf_counter() - t0
     text = io.StringIO()

@@ -123,18 +123,16 @@ def export_of(out: Path) -> Path:
 
 
 def seed_run(s: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
-    from growlm.grow import grow
+    from growlm.grow import GrowOptions, grow
 
     step = s["micro"] * s["seq_len"]
     dense_model = {"type": "llama", "config": s["model"]}
     run(recipe(s, seed, "dense-stage", s["dense_tokens"], dense_model), work / "dense-stage")
     dense = export_of(work / "dense-stage")
     moe = work / "moe-r0"
-    grow(dense, moe, "upcycle", experts=s["experts"], top_k=s["top_k"], seed=seed)
-    grow(
-        dense, work / "moe-r0.5", "upcycle", experts=s["experts"], top_k=s["top_k"],
-        drop_ratio=0.5, seed=seed,
-    )  # fmt: skip
+    arms = {"experts": s["experts"], "top_k": s["top_k"]}
+    grow(dense, moe, "upcycle", arms, GrowOptions(seed=seed))
+    grow(dense, work / "moe-r0.5", "upcycle", {**arms, "drop_ratio": 0.5}, GrowOptions(seed=seed))
     n_dense, n_moe = active_params(dense), active_params(moe)
     budget = 6.0 * n_moe * s["moe_tokens"]  # active training FLOPs, equal for every arm
     dense_tokens = max(step, round(budget / (6.0 * n_dense) / step) * step)

@@ -12,50 +12,30 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from growlm.argtypes import integer as _positive_int  # bounds: checked by each operator
+from growlm.argtypes import integer  # bounds: each operator parameter's declaration
 from growlm.dtypes import SPELLINGS
 from growlm.errors import GrowlmError, Terminated, os_error
 
 
 def _grow(args: argparse.Namespace) -> int:
-    from growlm.grow import grow
+    from growlm.grow import GrowOptions, grow
+    from growlm.ops.registry import all_params
 
-    report = grow(
-        args.src,
-        args.out,
-        args.op,
-        factor=args.factor,
-        layers=args.layers,
-        drop=args.drop,
-        num_layers=args.num_layers,
-        placement=args.placement,
-        block=args.block,
-        copies=args.copies,
-        hidden_size=args.hidden_size,
-        intermediate_size=args.intermediate_size,
-        num_heads=args.num_heads,
-        num_kv_heads=args.num_kv_heads,
-        snr_db=args.snr_db,
-        new_tokens=args.new_tokens,
-        experts=args.experts,
-        top_k=args.top_k,
-        router_init=args.router_init,
-        router_data=args.router_data,
-        drop_ratio=args.drop_ratio,
-        granularity=args.granularity,
+    params = {name: getattr(args, name) for name in all_params()}
+    options = GrowOptions(
         dtype=args.dtype,
         dry_run=args.dry_run,
         check=args.check,
         force=args.force,
         seed=args.seed,
         shard_size=args.shard_size,
-        steps=args.steps,
-        lr=args.lr,
         data=args.data,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
+        router_data=args.router_data,
         progress=None if args.json else _map_progress(args.steps),
     )
+    report = grow(args.src, args.out, args.op, params, options).to_json()
     if args.json:
         print(json.dumps(report))
         return 0
@@ -105,16 +85,53 @@ def _ops(args: argparse.Namespace) -> int:
         status = "" if op.kind != "trains" else " [trains its map: --steps K --data PATH]"
         print(f"  {op.name:<14} {op.description}{alias}{status}")
         print(f"  {'':<14} function-preserving: {op.preserving}; {op.paper}")
+        if op.params:
+            print(f"  {'':<14} parameters: {_param_line(op)}")
     print("architectures:")
     for spec in FAMILIES:
         print(f"  {spec.name:<10} model_type {', '.join(spec.model_types)}: {spec.notes}")
     return 0
 
 
+def _param_line(op: Any) -> str:
+    """``--factor G (required: an integer >= 2), --placement (default interleave), ...``"""
+    items = []
+    for p in op.params:
+        what = [p.constraint.text] if p.constraint else []
+        if p.name in op.required:
+            what.insert(0, "required")
+        if p.default is not None:
+            what.append(f"default {p.default}")
+        items.append(f"{p.flag} {p.metavar or p.type.__name__.upper()} ({'; '.join(what)})")
+    return ", ".join(items)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from growlm.demo import run_demo
 
     return run_demo(args)
+
+
+def _add_operator_flags(g: argparse.ArgumentParser) -> None:
+    """One flag per declared operator parameter (growlm.ops.registry), help from the
+    declarations: what it is, for which operators, its default."""
+    from growlm.ops.registry import OPERATORS, all_params
+
+    for name, decls in all_params().items():
+        kinds = {d.type for d in decls}
+        assert len(kinds) == 1, (name, kinds)  # one flag cannot parse two types
+        ops = [o.name for o in OPERATORS if any(p.name == name for p in o.params)]
+        helps = "; ".join(dict.fromkeys(d.help for d in decls))
+        default = next((d.default for d in decls if d.default is not None), None)
+        extra = f" (default {default})" if default is not None else ""
+        first = decls[0]
+        g.add_argument(
+            first.flag,
+            type=integer if first.type is int else first.type,
+            choices=(first.constraint.choices or None) if first.constraint else None,
+            metavar=first.metavar,
+            help=f"{', '.join(ops)}: {helps}{extra}",
+        )
 
 
 def _scale(text: str) -> float:
@@ -137,6 +154,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from growlm import __version__
+    from growlm.ops.registry import OPERATORS
 
     p = _Parser(prog="growlm", description=__doc__)
     p.add_argument("--version", action="version", version=f"growlm {__version__}")
@@ -152,62 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--op",
         required=True,
-        help="operator, e.g. stack, interleave, layers, solar, zero-depth, "
-        "random-depth, direct-width, zero-width, random-width, learn-depth, learn-width, "
-        "upcycle (dense -> MoE); "
-        "depth+width combine with '+' (stack+direct-width, learn-depth+learn-width). "
-        "`growlm ops` lists them",
+        help=f"operator: {', '.join(o.name for o in OPERATORS)}; a depth and a width operator "
+        "combine with '+' (stack+direct-width, learn-depth+learn-width). `growlm ops` lists "
+        "them with their aliases and parameters",
     )
-    g.add_argument(
-        "--factor", type=_positive_int, help="growth factor g (depth operators; clone-width)"
-    )
-    g.add_argument("--layers", help="explicit source layer list for --op layers, e.g. 0,1,2,1,2,3")
-    g.add_argument("--drop", type=_positive_int, help="SOLAR: layers dropped at the seam")
-    g.add_argument(
-        "--num-layers",
-        type=_positive_int,
-        help="target depth for zero-depth / random-depth (instead of --factor)",
-    )
-    g.add_argument(
-        "--placement",
-        choices=("interleave", "append"),
-        help="where zero-depth / random-depth put new blocks (default interleave)",
-    )
-    g.add_argument("--block", type=_positive_int, help="top / midas: layers in the copied block")
-    g.add_argument("--copies", type=_positive_int, help="top: copies of the top block (default 1)")
-    g.add_argument("--hidden-size", type=_positive_int)
-    g.add_argument("--intermediate-size", type=_positive_int)
-    g.add_argument("--num-heads", type=_positive_int)
-    g.add_argument("--num-kv-heads", type=_positive_int)
-    g.add_argument("--experts", type=_positive_int, help="upcycle: experts (copies of the FFN)")
-    g.add_argument("--top-k", type=_positive_int, help="upcycle: experts per token")
-    g.add_argument(
-        "--router-init",
-        choices=("zero", "random", "hidden"),
-        help="upcycle: router weights small random (default), zero, or k-means of the FFN "
-        "inputs on --router-data",
-    )
+    _add_operator_flags(g)
     g.add_argument("--router-data", help="upcycle --router-init hidden: text file to route")
-    g.add_argument(
-        "--drop-ratio",
-        type=float,
-        help="upcycle: Drop-Upcycling, re-initialise this fraction of each expert's FFN units",
-    )
-    g.add_argument(
-        "--granularity",
-        type=_positive_int,
-        help="upcycle: split the FFN into G fine-grained experts per copy (top-k x G)",
-    )
-    g.add_argument(
-        "--snr-db",
-        type=float,
-        help="clone-width: signal-to-noise of the +eta/-eta pairs in dB (default 10; inf: none)",
-    )
-    g.add_argument(
-        "--new-tokens",
-        type=_positive_int,
-        help="param-tokens: key/value parameter tokens added to every Pattention (TokenFormer)",
-    )
     g.add_argument(
         "--dtype",
         choices=tuple(SPELLINGS),
@@ -215,22 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
         "fp16 = float16",
     )
     g.add_argument(
-        "--steps",
-        type=_positive_int,
-        help="learn-depth / learn-width: map-training steps (0 = the initial map: stack)",
-    )
-    g.add_argument("--lr", type=float, help="learn-*: learning rate of the maps (default 1e-3)")
-    g.add_argument(
         "--data",
         help="learn-*: training text (file or folder of .txt, tokenized with SRC's tokenizer) "
         "or a `growlm data prepare` folder",
     )
     g.add_argument(
         "--seq-len",
-        type=_positive_int,
+        type=integer,
         help="learn-*: tokens per window (default: 128, or the model's positions if fewer)",
     )
-    g.add_argument("--batch-size", type=_positive_int, help="learn-*: windows per step (8)")
+    g.add_argument("--batch-size", type=integer, help="learn-*: windows per step (8)")
     g.add_argument("--dry-run", action="store_true", help="print the plan, touch no weights")
     g.add_argument(
         "--check",

@@ -354,7 +354,7 @@ def build_base(path: Path) -> Path:
 
 
 def run_operator_demo(out: Path) -> int:
-    from growlm.grow import grow
+    from growlm.grow import GrowOptions, grow
     from growlm.io.atomic import remove_dir
     from growlm.io.output import OutputSpec
 
@@ -371,7 +371,7 @@ def run_operator_demo(out: Path) -> int:
     print(header + f" {'loss before':>11} {'after':>7}")
     reports = []
     for op, params in DEMO_OPS:
-        r = grow(base, out / op.replace("+", "_"), op, check=True, **params)  # type: ignore[arg-type]
+        r = grow(base, out / op.replace("+", "_"), op, params, GrowOptions(check=True)).to_json()
         reports.append(r)
         print(
             f"{op:<18} {r['src_layers']:>3}->{r['out_layers']:<3} "

@@ -1,15 +1,17 @@
-"""``growlm grow``: plan, then stream a checkpoint through a growth operator into a new folder.
+"""``growlm grow``: resolve a checkpoint, plan its growth, execute the plan into a new folder,
+record what was done.
 
+The planning is the ops layer's (``growlm.ops.planning``; in memory: ``growlm.ops.in_memory``).
 The output is written to a temporary sibling folder and renamed at the end, so OUT is either
-absent or complete. ``grow_tensors`` applies the same plans to tensors in memory (the trainer).
+absent or complete.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ from growlm.errors import (
 from growlm.io.checkpoint import SIDE_FILES, SourceCheckpoint
 from growlm.io.diskspace import require_free
 from growlm.io.faults import fault_point
-from growlm.io.hf_config import config_object
 from growlm.io.model_card import add_check, grow_facts, write_grow_card
 from growlm.io.output import OutputSpec
 from growlm.io.resolve import resolve_model
 from growlm.io.safetensors_stream import nbytes, write_sharded
-from growlm.ops.plan import Mode, Plan
-from growlm.ops.planner import build_plan
+from growlm.ops.growth_plan import GrowthPlan
+from growlm.ops.ligo_maps import parse_learn_op, vocab_rows
+from growlm.ops.planning import plan_checkpoint
 from growlm.preflight import check_bounds, check_grown_config, check_source
 
 LEARN_SEQ_LEN = 128
@@ -60,7 +62,7 @@ MEMBERS = (
 )
 
 
-def parse_size(text: str | int) -> int:
+def parse_shard_size(text: str | int) -> int:
     """``2GB``, ``500MB``, ``4KB`` or a byte count; a size below one byte is refused (0 would
     put every tensor in its own shard)."""
     size = text if isinstance(text, int) else _size_bytes(text)
@@ -83,230 +85,180 @@ def _size_bytes(text: str) -> int:
         raise InvalidGrowth(f"--shard-size must look like 2GB or 500MB, got {text!r}") from None
 
 
-def _derived_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The config as transformers completes it (per-layer lists, tie flag), without remote code."""
-    from transformers import AutoConfig
+@dataclass(frozen=True)
+class GrowOptions:
+    """How ``grow`` runs, apart from the operator and its parameters.
 
-    model_type = str(cfg.get("model_type"))
-    try:
-        conf = AutoConfig.for_model(
-            model_type, **{k: v for k, v in cfg.items() if k != "model_type"}
-        )
-    except Exception as e:  # a config transformers itself rejects
-        raise InvalidGrowth(f"config.json is not a valid {model_type} config: {e}") from None
-    tied = bool(getattr(conf, "tie_word_embeddings", False))
-    return conf.to_dict(), tied
+    ``data``, ``seq_len``, ``batch_size``: learned operators (learn-depth, learn-width) train
+    their maps on ``data`` (text file, folder of text files, or a ``growlm data prepare`` folder)
+    in windows of ``seq_len`` tokens, ``batch_size`` windows a step; ``progress(step, loss)`` is
+    called after every map-training step. ``router_data``: text for upcycle's
+    ``router_init: hidden`` (k-means of FFN inputs)."""
 
-
-def _plan(
-    cfg: dict[str, Any],
-    shapes: dict[str, tuple[int, ...]],
-    op: str,
-    params: dict[str, Any],
-    seed: int,
-    routers: dict[int, torch.Tensor] | None = None,
-) -> Plan:
-    """The plan for a config and its tensor shapes (disk and in-memory growth alike)."""
-    if _is_upcycle(op):
-        from growlm.ops.upcycle import check_source
-
-        check_source(cfg)
-    spec = spec_for(cfg.get("model_type"))
-    keys = spec.keys
-    # transformers (slow to import) completes the config only when it lacks something
-    if any(k not in cfg for k in (*keys.per_layer, keys.eps)):
-        derived, tied = _derived_config(cfg)
-    else:
-        derived, tied = {}, bool(cfg.get("tie_word_embeddings", spec.tie_default))
-    return build_plan(spec, cfg, derived, shapes, op, params, tied, seed, routers)
+    dtype: str | None = None
+    dry_run: bool = False
+    check: bool = False
+    force: bool = False
+    seed: int = 0
+    shard_size: str | int = "2GB"
+    data: str | Path | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    router_data: str | Path | None = None
+    progress: Callable[[int, float], None] | None = None
 
 
-def _is_upcycle(op: str) -> bool:
-    from growlm.ops.registry import get_operator_entry
+@dataclass
+class GrowResult:
+    """What ``grow`` did (the README's report); ``to_json()`` is ``growlm grow --json``."""
 
-    return any(
-        (entry := get_operator_entry(part)) is not None and entry.kind == "moe"
-        for part in op.split("+")
-    )
+    op: str
+    params: dict[str, Any]
+    src: str
+    src_layers: int
+    out_layers: int
+    src_params: int
+    out_params: int
+    out_bytes: int
+    function_preserving: bool
+    layer_map: list[Any]
+    steps: int | None = None  # learned operators: map-training steps and rate
+    lr: float | None = None
+    plan: list[str] | None = None  # --dry-run: one line per output tensor
+    training: dict[str, Any] = field(default_factory=dict)  # learned: the map training's record
+    seconds: float | None = None
+    check: dict[str, Any] = field(default_factory=dict)  # --check: logits and losses compared
 
-
-def plan_checkpoint(
-    src: SourceCheckpoint,
-    op: str,
-    params: dict[str, Any],
-    seed: int = 0,
-    routers: dict[int, torch.Tensor] | None = None,
-) -> Plan:
-    return _plan(src.config, {n: src.shape(n) for n in src.names}, op, params, seed, routers)
-
-
-def plan_tensors(
-    cfg: dict[str, Any],
-    shapes: dict[str, tuple[int, ...]],
-    op: str,
-    params: dict[str, Any],
-    seed: int = 0,
-) -> Plan:
-    """The plan of a plain operator for a config dict and tensor shapes (no weights)."""
-    return _plan(cfg, shapes, op, params, seed)
-
-
-def _params(**kw: Any) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if v is not None}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("training", "check"):
+                out.update({k: v for k, v in value.items() if k not in out})
+            elif value is not None or f.default is not None:
+                out[f.name] = value
+        return out
 
 
 def grow(
     src: str | Path,
     out: str | Path | None,
     op: str,
-    *,
-    factor: int | None = None,
-    layers: str | list[int] | None = None,
-    drop: int | None = None,
-    num_layers: int | None = None,
-    placement: str | None = None,
-    block: int | None = None,
-    copies: int | None = None,
-    hidden_size: int | None = None,
-    intermediate_size: int | None = None,
-    num_heads: int | None = None,
-    num_kv_heads: int | None = None,
-    snr_db: float | None = None,
-    new_tokens: int | None = None,
-    experts: int | None = None,
-    top_k: int | None = None,
-    router_init: str | None = None,
-    router_data: str | Path | None = None,
-    drop_ratio: float | None = None,
-    granularity: int | None = None,
-    dtype: str | None = None,
-    dry_run: bool = False,
-    check: bool = False,
-    force: bool = False,
-    seed: int = 0,
-    shard_size: str | int = "2GB",
-    steps: int | None = None,
-    lr: float | None = None,
-    data: str | Path | None = None,
-    seq_len: int | None = None,
-    batch_size: int | None = None,
-    progress: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Grow the checkpoint folder ``src`` into ``out``; returns the report (see README).
-
-    Learned operators (learn-depth, learn-width) train their maps for ``steps`` steps on
-    ``data`` (text file, folder of text files, or a ``growlm data prepare`` folder) in windows of
-    ``seq_len`` tokens, ``batch_size`` windows a step; ``progress(step, loss)`` is called after
-    every map-training step.
-
-    ``upcycle`` (dense -> MoE) takes ``experts``, ``top_k``, ``router_init`` (zero, random,
-    hidden: k-means of FFN inputs on the text ``router_data``), ``drop_ratio`` and
-    ``granularity`` (see growlm.ops.upcycle)."""
-    from growlm.ops import ligo
-
+    params: Mapping[str, Any] | None = None,
+    options: GrowOptions | None = None,
+) -> GrowResult:
+    """Grow the checkpoint folder ``src`` into ``out`` with operator ``op`` and its
+    ``params`` (declared in ``growlm.ops.registry``, e.g. ``{"factor": 2}``): resolve the
+    source, plan, execute (stream, or train a learned operator's maps), record."""
+    opts = options or GrowOptions()
     t0 = time.perf_counter()
-    params = _params(
-        factor=factor,
-        layers=layers,
-        drop=drop,
-        num_layers=num_layers,
-        placement=placement,
-        block=block,
-        copies=copies,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        snr_db=snr_db,
-        new_tokens=new_tokens,
-        experts=experts,
-        top_k=top_k,
-        router_init=router_init,
-        drop_ratio=drop_ratio,
-        granularity=granularity,
-        steps=steps,
-        lr=lr,
-    )
-    if dtype is not None:
-        if long_name(dtype) not in DTYPE_NAMES:
-            raise InvalidGrowth(f"--dtype must be one of {', '.join(SPELLINGS)}, got {dtype!r}")
-        dtype = long_name(dtype)
-    max_shard = parse_size(shard_size)
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    out_dtype = _out_dtype(opts.dtype)
+    parse_shard_size(opts.shard_size)  # a bad --shard-size is refused before any work
     resolved = resolve_model(src)  # a folder, hub id or .gguf file
     source = SourceCheckpoint(resolved.path)
     out_path: Path | None = None
-    if not dry_run:
+    output: OutputSpec | None = None
+    if not opts.dry_run:
         if out is None:
             raise InvalidGrowth("give an output folder OUT (or --dry-run)")
         output = OutputSpec(
-            path=Path(out), force=force, records=(RECORD,), members=MEMBERS, sources=[source.path]
+            path=Path(out),
+            force=opts.force,
+            records=(RECORD,),
+            members=MEMBERS,
+            sources=[source.path],
         )
         out_path = output.check()
     check_source(source, op)
-    check_bounds(source, params, out_path, DTYPE_NAMES[dtype] if dtype else None, op)
-    learned = ligo.parse_learn_op(op)
-    learn_data: _LearnData | None = None
-    if learned is None:
-        for flag, value in (("data", data), ("seq-len", seq_len), ("batch-size", batch_size)):
+    check_bounds(source, params, out_path, out_dtype, op)
+    if parse_learn_op(op) is None:
+        for flag, value in (
+            ("data", opts.data),
+            ("seq-len", opts.seq_len),
+            ("batch-size", opts.batch_size),
+        ):
             if value is not None:
                 raise InvalidGrowth(f"--{flag} applies to learn-depth / learn-width only")
-        routers = _routers(source, op, params, router_data, seed)
-        plan = plan_checkpoint(source, op, params, seed, routers)
-    else:
-        shapes = {n: source.shape(n) for n in source.names}
-        settings, plan = ligo.skeleton_plan(source.config, shapes, op, params, seed)
-        learn_data = _learn_data(source, settings, data, seq_len, batch_size)
+    routers = _routers(source, op, params, opts.router_data, opts.seed)
+    plan = plan_checkpoint(source, op, params, opts.seed, routers)
+    learn_data = None
+    if plan.learned is not None:
+        learn_data = _learn_data(source, plan.learned, opts.data, opts.seq_len, opts.batch_size)
     check_grown_config(plan)
-    out_dtype = DTYPE_NAMES[dtype] if dtype else None
-    report = _report(source, plan, out_dtype)
-    if learned is not None:
-        report.update(steps=settings.steps, lr=settings.lr)
-    if dry_run:
-        report["plan"] = [tp.describe() for tp in plan.tensors]
-        if learned is not None:
-            report["plan"].append(
-                f"learned ({learned.name}): names, shapes and sources as above; values come "
-                f"from the learned maps (initially stack, width [I; small random]), trained "
-                f"{settings.steps} steps"
+    result = _result(source, plan, out_dtype)
+    if opts.dry_run:
+        result.plan = [tp.describe() for tp in plan.tensors]
+        if plan.learned is not None:
+            result.plan.append(
+                f"learned ({plan.learned.op.name}): names, shapes and sources as above; values "
+                f"come from the learned maps (initially stack, width [I; small random]), trained "
+                f"{plan.learned.steps} steps"
             )
-        return report
-    assert out_path is not None
-    require_free(
-        out_path, report["out_bytes"], "the grown model", "free space or choose another OUT"
-    )
+        return result
+    assert output is not None and out_path is not None
+    require_free(out_path, result.out_bytes, "the grown model", "free space or choose another OUT")
     tensors: dict[str, torch.Tensor] | None = None
     record: dict[str, Any] = {}
     if learn_data is not None:
-        tensors, record = _learn_weights(source, op, params, seed, learn_data, progress)
-        report.update({k: v for k, v in record.items() if k != "depth_maps"})
-    try:
-        with output.staged() as tmp:
-            facts = grow_facts(source.path, source.config, report, resolved.hub_id)
-            extra = {**resolved.record(), **facts, **record}
-            from growlm.train import hf_trainer
-
-            if hf_trainer.is_trainer_checkpoint(source.path):  # a checkpoint-N: AdamW grows too
-                cfgs = (source.config, plan.config)
-                extra.update(
-                    hf_trainer.grow_trainer_state(source.path, *cfgs, op, params, seed, tmp)
-                )
-            _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
-            fault_point("grow.written")
-    except OSError as e:
-        if is_disk_full(e):
-            raise os_error(e, str(out_path), "nothing was left behind") from None
-        raise
-    report["seconds"] = round(time.perf_counter() - t0, 3)
-    if check:
+        tensors, record = _learn_weights(source, op, params, opts.seed, learn_data, opts.progress)
+        result.training = {k: v for k, v in record.items() if k != "depth_maps"}
+    growth = (op, params)
+    _write_folder(source, resolved, plan, growth, output, opts, tensors, record, result)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    if opts.check:
         from growlm.check import compare_logits
 
         checked = compare_logits(source.path, out_path, out_dtype or _main_dtype(source))
         checked["function_preserving"] = bool(
             plan.function_preserving and checked["check_within_tolerance"]
         )
-        report.update(checked)
+        result.function_preserving = checked["function_preserving"]
+        result.check = {k: v for k, v in checked.items() if k != "function_preserving"}
         add_check(out_path, checked)  # into growth.json and the model card
-    return report
+    return result
+
+
+def _out_dtype(dtype: str | None) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    if long_name(dtype) not in DTYPE_NAMES:
+        raise InvalidGrowth(f"--dtype must be one of {', '.join(SPELLINGS)}, got {dtype!r}")
+    return DTYPE_NAMES[long_name(dtype)]
+
+
+def _write_folder(
+    source: SourceCheckpoint,
+    resolved: Any,
+    plan: GrowthPlan,
+    growth: tuple[str, dict[str, Any]],
+    output: OutputSpec,
+    opts: GrowOptions,
+    tensors: dict[str, torch.Tensor] | None,
+    record: dict[str, Any],
+    result: GrowResult,
+) -> None:
+    """Stage the grown folder beside OUT and swap it in (OUT is absent or complete)."""
+    out_dtype = _out_dtype(opts.dtype)
+    out_path = output.path
+    try:
+        with output.staged() as tmp:
+            facts = grow_facts(source.path, source.config, result.to_json(), resolved.hub_id)
+            extra = {**resolved.record(), **facts, **record}
+            from growlm.train import hf_trainer
+
+            if hf_trainer.is_trainer_checkpoint(source.path):  # a checkpoint-N: AdamW grows too
+                cfgs = (source.config, plan.config)
+                extra.update(
+                    hf_trainer.grow_trainer_state(source.path, *cfgs, *growth, opts.seed, tmp)
+                )
+            max_shard = parse_shard_size(opts.shard_size)
+            _write(source, plan, tmp, out_dtype, max_shard, tensors, extra, out_path.name)
+            fault_point("grow.written")
+    except OSError as e:
+        if is_disk_full(e):
+            raise os_error(e, str(out_path), "nothing was left behind") from None
+        raise
 
 
 def _routers(
@@ -321,7 +273,6 @@ def _routers(
         if router_data is not None:
             raise InvalidGrowth("--router-data applies to upcycle --router-init hidden only")
         return None
-    from growlm.arch import spec_for
     from growlm.check import load_fp32
     from growlm.data.batches import path_batches
     from growlm.ops import upcycle
@@ -335,7 +286,7 @@ def _routers(
     return upcycle.hidden_routers(model, spec, batch, st.n_out, seed)
 
 
-def _out_items(source: SourceCheckpoint, plan: Plan, out_dtype: torch.dtype | None):
+def _out_items(source: SourceCheckpoint, plan: GrowthPlan, out_dtype: torch.dtype | None):
     items = []
     for tp in plan.tensors:
         dt = out_dtype or (source.dtype(tp.source) if tp.source else _main_dtype(source))
@@ -350,24 +301,29 @@ def _main_dtype(source: SourceCheckpoint) -> torch.dtype:
     return max(counts, key=lambda d: counts[d])
 
 
-def _report(source: SourceCheckpoint, plan: Plan, out_dtype: torch.dtype | None) -> dict[str, Any]:
+def _result(
+    source: SourceCheckpoint, plan: GrowthPlan, out_dtype: torch.dtype | None
+) -> GrowResult:
     src_params = sum(_numel(source.shape(n)) for n in source.names if not n.endswith(BUFFERS))
     items = _out_items(source, plan, out_dtype)
     out_params = sum(_numel(s) for _, s, _ in items)
-    return {
-        "op": plan.op,
-        "params": plan.params,
-        "src": str(source.path),
-        "src_layers": plan.src_layers,
-        "out_layers": plan.out_layers,
-        "src_params": src_params,
-        "out_params": out_params,
-        "out_bytes": sum(nbytes(s, d) for _, s, d in items),
-        "function_preserving": plan.function_preserving,
-        "layer_map": [
+    learned = plan.learned
+    return GrowResult(
+        op=plan.op,
+        params=plan.params,
+        src=str(source.path),
+        src_layers=plan.src_layers,
+        out_layers=plan.out_layers,
+        src_params=src_params,
+        out_params=out_params,
+        out_bytes=sum(nbytes(s, d) for _, s, d in items),
+        function_preserving=plan.function_preserving,
+        layer_map=[
             m["src"] if m["kind"] == "copy" else f"{m['src']}:{m['kind']}" for m in plan.layer_map
         ],
-    }
+        steps=learned.steps if learned is not None else None,
+        lr=learned.lr if learned is not None else None,
+    )
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -426,19 +382,21 @@ def _learn_weights(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read the source, train the maps (if steps > 0), return the grown weights and record."""
     from growlm.data.batches import path_batches
-    from growlm.ops import ligo
+    from growlm.ops.ligo import learn_grow
 
     weights = {n: source.get(n) for n in source.names if not n.endswith(BUFFERS)}
     batches = None
     if opts.steps > 0:
         assert opts.data is not None
-        vocab = ligo.vocab_rows(source.config, weights)
+        vocab = vocab_rows(source.config, weights)
         # text is tokenized only as far as a generous pool for the steps' windows needs
         pool = max(LEARN_POOL_TOKENS, 4 * opts.steps * opts.batch_size * (opts.seq_len + 1))
         batches = path_batches(
             opts.data, source.path, vocab, opts.seq_len, opts.batch_size, seed, max_tokens=pool
         )
-    result = ligo.learn(source.config, weights, op, params, batches, seed=seed, on_step=progress)
+    _, grown, report = learn_grow(
+        source.config, weights, op, params, batches, seed=seed, on_step=progress
+    )
     keep = (
         "steps",
         "lr",
@@ -450,16 +408,16 @@ def _learn_weights(
         "maps",
         "map_params",
     )
-    record = {k: result.report[k] for k in keep}
-    record["depth_maps"] = result.report.get("depth_maps", {})
+    record = {k: report[k] for k in keep}
+    record["depth_maps"] = report.get("depth_maps", {})
     if opts.steps > 0:
         record.update(data=str(opts.data), seq_len=opts.seq_len, batch_size=opts.batch_size)
-    return result.weights, record
+    return grown, record
 
 
 def _write(
     source: SourceCheckpoint,
-    plan: Plan,
+    plan: GrowthPlan,
     tmp: Path,
     out_dtype: torch.dtype | None,
     max_shard: int,
@@ -512,46 +470,3 @@ def _write(
     }
     (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     write_grow_card(tmp, record, card_name)
-
-
-def grow_tensors(
-    config: Any,
-    tensors: dict[str, torch.Tensor],
-    op: str,
-    params: dict[str, Any],
-    fill: Mode = "weights",
-    seed: int = 0,
-):
-    """Grow in memory: returns (new PretrainedConfig, new tensors, report).
-
-    ``fill="exp_avg"`` / ``"exp_avg_sq"`` apply the same mapping to AdamW moments keyed by
-    parameter name (rules in ``growlm.ops.plan``).
-    """
-    from transformers import PretrainedConfig
-
-    from growlm.ops import ligo
-
-    cfg = config.to_dict() if isinstance(config, PretrainedConfig) else dict(config)
-    learned = ligo.parse_learn_op(op)
-    plan_op, plan_params = op, params
-    if learned is not None:
-        if fill == "weights":
-            # no data here: only 0 steps (or shapes on the meta device); training is learn_grow's
-            on_meta = any(t.is_meta for t in tensors.values())
-            learn_params = {**params, "steps": 0} if on_meta else params
-            return ligo.learn_grow(config, tensors, op, learn_params, seed=seed)
-        # moments follow the map the learned growth starts from (stack / random-width)
-        plan_op = learned.skeleton
-        plan_params = ligo.settings(op, {"steps": 0, **params}).skeleton_params
-    plan = _plan(cfg, {n: tuple(t.shape) for n, t in tensors.items()}, plan_op, plan_params, seed)
-    new = dict(plan.execute(tensors.__getitem__, mode=fill, clone=True))
-    conf = config_object(plan.config)
-    report = {
-        "op": op,
-        "params": dict(params),
-        "layer_map": plan.layer_map,
-        "src_layers": plan.src_layers,
-        "out_layers": plan.out_layers,
-        "function_preserving": plan.function_preserving,
-    }
-    return conf, new, report

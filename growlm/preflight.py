@@ -17,7 +17,7 @@ from growlm.errors import CorruptCheckpoint, InvalidData, InvalidGrowth
 from growlm.io.checkpoint import SourceCheckpoint
 from growlm.io.diskspace import human_bytes, require_free
 from growlm.io.hf_config import check_shapes
-from growlm.ops.plan import Plan
+from growlm.ops.growth_plan import GrowthPlan
 
 MAX_LAYERS = 4096  # deeper than any trained transformer by far; the plan is O(layers)
 MAX_WIDTH = 1 << 20  # hidden / intermediate size; width index maps are O(width)
@@ -32,7 +32,7 @@ WIDTH_KEYS = {
 
 def check_source(source: SourceCheckpoint, op: str = "") -> None:
     """config.json agrees with the weights' shapes; the tokenizer's ids fit the vocabulary."""
-    from growlm.ops.planner import source_shape
+    from growlm.ops.layout import source_shape
 
     if "upcycle" in op.split("+"):
         from growlm.ops import upcycle
@@ -55,7 +55,7 @@ def check_source(source: SourceCheckpoint, op: str = "") -> None:
 def embedding_rows(source: SourceCheckpoint) -> int | None:
     """Rows of the input embedding (the ids the model accepts), from the weights' header."""
     spec = spec_for(source.config.get("model_type"))
-    from growlm.ops.planner import Naming
+    from growlm.ops.layout import Naming
 
     name = Naming.detect(spec, set(source.names)).find(spec.embed)
     return source.shape(name)[0] if name is not None else None
@@ -180,7 +180,7 @@ def _main_itemsize(source: SourceCheckpoint) -> int:
     return max(set(sizes), key=sizes.count)
 
 
-def check_grown_config(plan: Plan) -> None:
+def check_grown_config(plan: GrowthPlan) -> None:
     """The grown config builds a model of exactly the planned shapes (else it cannot load)."""
     check_shapes(
         plan.config,

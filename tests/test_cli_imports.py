@@ -46,10 +46,10 @@ def test_import_growlm_data_does_not_import_torch():
     ("spelling", "stored"), [("bf16", "BF16"), ("bfloat16", "BF16"), ("fp16", "F16")]
 )
 def test_grow_dtype_accepts_both_spellings(spelling, stored, tiny_dir, tmp_path):
-    from growlm.grow import grow
+    from growlm.grow import GrowOptions, grow
 
     out = tmp_path / spelling
-    grow(tiny_dir("llama"), out, "stack", factor=2, dtype=spelling)
+    grow(tiny_dir("llama"), out, "stack", {"factor": 2}, GrowOptions(dtype=spelling))
     raw = (out / "model.safetensors").read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {stored}
@@ -57,9 +57,9 @@ def test_grow_dtype_accepts_both_spellings(spelling, stored, tiny_dir, tmp_path)
 
 def test_growlm_grow_stays_the_function_after_its_module_is_imported():
     import growlm
-    from growlm.grow import parse_size  # imports the submodule growlm.grow
+    from growlm.grow import parse_shard_size  # imports the submodule growlm.grow
 
-    assert parse_size("1KB") == 1024
+    assert parse_shard_size("1KB") == 1024
     assert callable(growlm.grow) and growlm.grow.__module__ == "growlm.grow"
     from growlm import grow
 

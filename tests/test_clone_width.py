@@ -17,7 +17,9 @@ from tiny_models import FAMILIES, make_model
 
 import growlm
 from growlm.arch import spec_for
-from growlm.grow import grow_tensors, plan_tensors
+from growlm.grow import GrowOptions
+from growlm.ops.in_memory import grow_tensors
+from growlm.ops.planning import plan_tensors
 from growlm.train.recipe import GrowConfig
 
 TOL = 1e-4  # max |logit diff| in float32, as for the other function-preserving operators
@@ -39,13 +41,17 @@ def _in_copies(t: torch.Tensor, dim: int, n: int) -> list[torch.Tensor]:
 @pytest.mark.parametrize("factor", [2, 3])
 def test_clone_width_preserves_logits_and_breaks_symmetry(family, factor, tiny_dir, tmp_path):
     src = tiny_dir(family)
-    noisy = growlm.grow(src, tmp_path / "noisy", "clone-width", factor=factor, check=True)
+    noisy = growlm.grow(
+        src, tmp_path / "noisy", "clone-width", {"factor": factor}, GrowOptions(check=True)
+    ).to_json()
     assert noisy["function_preserving"] is True
     assert noisy["max_abs_logit_diff"] < TOL, noisy
     assert abs(noisy["loss_after"] - noisy["loss_before"]) < 1e-5
-    growlm.grow(src, tmp_path / "plain", "clone-width", factor=factor, snr_db=math.inf)
+    growlm.grow(src, tmp_path / "plain", "clone-width", {"factor": factor, "snr_db": math.inf})
     a, b = _weights(tmp_path / "noisy"), _weights(tmp_path / "plain")
-    cfg = growlm.grow(src, None, "clone-width", factor=factor, dry_run=True)
+    cfg = growlm.grow(
+        src, None, "clone-width", {"factor": factor}, GrowOptions(dry_run=True)
+    ).to_json()
     spec = spec_for(family if family != "llama-tied" else "llama")
     assert cfg["out_params"] > cfg["src_params"]
     checked = 0

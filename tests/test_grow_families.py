@@ -11,6 +11,7 @@ from tiny_models import FAMILIES
 
 import growlm
 from growlm.arch import spec_for
+from growlm.grow import GrowOptions
 
 TOL = 1e-4  # max |logit diff| in float32 for function-preserving operators
 
@@ -58,7 +59,7 @@ def _config_type(family: str) -> str:
 def test_operator_on_family(family, op, params, tiny_dir, tmp_path):
     src = tiny_dir(family)
     out = tmp_path / "out"
-    report = growlm.grow(src, out, op, check=True, **params)
+    report = growlm.grow(src, out, op, params, GrowOptions(check=True)).to_json()
     cfg_src, cfg_out = _config(src), _config(out)
     spec = spec_for(cfg_src["model_type"])
     k = spec.keys
@@ -97,7 +98,7 @@ def test_operator_on_family(family, op, params, tiny_dir, tmp_path):
 
 def test_tied_embedding_is_not_duplicated(tiny_dir, tmp_path):
     out = tmp_path / "o"
-    growlm.grow(tiny_dir("llama-tied"), out, "direct-width", hidden_size=64)
+    growlm.grow(tiny_dir("llama-tied"), out, "direct-width", {"hidden_size": 64})
     names = _weights(out)
     assert "lm_head.weight" not in names
     assert names["model.embed_tokens.weight"].shape == (128, 64)
@@ -108,13 +109,13 @@ def test_per_layer_config_lists_follow_layers(tiny_dir, tmp_path):
     before = _config(src)
     assert before["layer_types"] == ["full_attention", "full_attention", "sliding_attention"]
     out = tmp_path / "o"
-    growlm.grow(src, out, "layers", layers="2,0,1,2,2")
+    growlm.grow(src, out, "layers", {"layers": "2,0,1,2,2"})
     after = _config(out)
     lt = before["layer_types"]
     assert after["layer_types"] == [lt[2], lt[0], lt[1], lt[2], lt[2]]
     assert after["max_window_layers"] == 2  # source layers 0 and 1 are below the old threshold
     g = tmp_path / "g"
-    growlm.grow(tiny_dir("gemma3_text"), g, "interleave", factor=2)
+    growlm.grow(tiny_dir("gemma3_text"), g, "interleave", {"factor": 2})
     src_types = _config(tiny_dir("gemma3_text"))["layer_types"]
     assert _config(g)["layer_types"] == [t for t in src_types for _ in range(2)]
 
@@ -123,7 +124,7 @@ def test_growth_json_and_side_files(tiny_dir, tmp_path):
     src = tiny_dir("llama")
     assert (src / "generation_config.json").exists()
     out = tmp_path / "o"
-    growlm.grow(src, out, "stack", factor=3, dtype="bfloat16")
+    growlm.grow(src, out, "stack", {"factor": 3}, GrowOptions(dtype="bfloat16"))
     record = json.loads((out / "growth.json").read_text())
     assert record["operator"] == "stack"
     assert record["params"] == {"factor": 3}
@@ -137,7 +138,7 @@ def test_growth_json_and_side_files(tiny_dir, tmp_path):
 
 def test_sharded_output_has_index(tiny_dir, tmp_path):
     out = tmp_path / "o"
-    growlm.grow(tiny_dir("llama"), out, "stack", factor=2, shard_size=20_000)
+    growlm.grow(tiny_dir("llama"), out, "stack", {"factor": 2}, GrowOptions(shard_size=20_000))
     index = json.loads((out / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 2
@@ -153,7 +154,9 @@ def test_sharded_and_bin_sources(tiny_dir, tmp_path):
 
     sharded = save_model("llama", tmp_path / "sh", max_shard_size="20KB")
     assert (sharded / "model.safetensors.index.json").exists()
-    r1 = growlm.grow(sharded, tmp_path / "a", "zero-depth", factor=2, check=True)
+    r1 = growlm.grow(
+        sharded, tmp_path / "a", "zero-depth", {"factor": 2}, GrowOptions(check=True)
+    ).to_json()
     assert r1["max_abs_logit_diff"] < TOL
     # a .bin checkpoint: read through torch.load(weights_only=True)
     binsrc = tmp_path / "bin"
@@ -161,7 +164,7 @@ def test_sharded_and_bin_sources(tiny_dir, tmp_path):
     src = tiny_dir("llama")
     (binsrc / "config.json").write_text((src / "config.json").read_text())
     torch.save(load_file(str(src / "model.safetensors")), binsrc / "pytorch_model.bin")
-    r2 = growlm.grow(binsrc, tmp_path / "b", "stack", factor=2)
+    r2 = growlm.grow(binsrc, tmp_path / "b", "stack", {"factor": 2}).to_json()
     assert _weights(tmp_path / "b")["model.layers.3.mlp.up_proj.weight"].equal(
         load_file(str(src / "model.safetensors"))["model.layers.0.mlp.up_proj.weight"]
     )
@@ -182,6 +185,8 @@ def test_gpt2_checkpoint_without_transformer_prefix(tiny_dir, tmp_path):
         str(alt / "model.safetensors"),
         metadata={"format": "pt"},
     )
-    r = growlm.grow(alt, tmp_path / "o", "zero-depth", factor=2, check=True)
+    r = growlm.grow(
+        alt, tmp_path / "o", "zero-depth", {"factor": 2}, GrowOptions(check=True)
+    ).to_json()
     assert r["max_abs_logit_diff"] < TOL
     assert "h.5.attn.c_proj.weight" in _weights(tmp_path / "o")

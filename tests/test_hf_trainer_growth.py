@@ -74,7 +74,7 @@ def test_trainer_checkpoint_grows_and_resumes(tmp_path, checkpoint):
     ckpt = checkpoint
 
     out = tmp_path / "checkpoint-grown"
-    report = growlm.grow(ckpt, out, "stack", factor=2)
+    report = growlm.grow(ckpt, out, "stack", {"factor": 2}).to_json()
     assert report["out_layers"] == 6
 
     cfg_src = json.loads((ckpt / "config.json").read_text())
@@ -118,5 +118,5 @@ def test_custom_optimizer_groups_refused(tmp_path, checkpoint):
     merged = [{**groups[0], "params": [p for g in groups for p in g["params"]]}]
     torch.save({**state, "param_groups": merged}, ckpt / "optimizer.pt")
     with pytest.raises(growlm.errors.InvalidGrowth, match="default AdamW groups"):
-        growlm.grow(ckpt, tmp_path / "out", "stack", factor=2)
+        growlm.grow(ckpt, tmp_path / "out", "stack", {"factor": 2})
     assert not (tmp_path / "out").exists()

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from growlm.errors import InvalidGrowth, InvalidRecipe, UnknownOperator
-from growlm.grow import plan_checkpoint
 from growlm.io.checkpoint import SourceCheckpoint
+from growlm.ops.planning import plan_checkpoint
 from growlm.ops.registry import OPERATORS, get_operator_entry
 from growlm.train.recipe import Recipe, load_recipe, recipe_from_dict
 from growlm.train.schema import describe
@@ -167,7 +167,7 @@ def test_random_yaml_text_loads_or_raises_invalid_recipe(text, tmp_path_factory)
 
 # ---- operator parameters ------------------------------------------------------------------
 NAMES = sorted({n for op in OPERATORS for n in (op.name, *op.aliases)})
-PARAMS = sorted({p for op in OPERATORS for p in op.params})
+PARAMS = sorted({p.name for op in OPERATORS for p in op.params})
 op_text = st.one_of(
     st.sampled_from(NAMES),
     st.builds(lambda a, b: f"{a}+{b}", st.sampled_from(NAMES), st.sampled_from(NAMES)),

@@ -110,9 +110,12 @@ def test_grow_a_hub_id_from_the_cache(hub, tmp_path, spec, capsys):
 
 def test_check_result_goes_into_growth_json_and_card(hub, tmp_path):
     import growlm
+    from growlm.grow import GrowOptions
 
     out = tmp_path / "deep"
-    report = growlm.grow("org/tiny", out, "zero-depth", num_layers=3, check=True)
+    report = growlm.grow(
+        "org/tiny", out, "zero-depth", {"num_layers": 3}, GrowOptions(check=True)
+    ).to_json()
     record = json.loads((out / "growth.json").read_text())
     assert record["check"]["max_abs_logit_diff"] == report["max_abs_logit_diff"] < 1e-4
     card = (out / "README.md").read_text()
@@ -124,7 +127,7 @@ def test_check_result_goes_into_growth_json_and_card(hub, tmp_path):
 def test_card_without_known_source_has_no_base_model(tmp_path, tiny_dir):
     import growlm
 
-    growlm.grow(tiny_dir("gpt2"), tmp_path / "g", "stack", factor=2)
+    growlm.grow(tiny_dir("gpt2"), tmp_path / "g", "stack", {"factor": 2})
     meta = yaml.safe_load((tmp_path / "g" / "README.md").read_text().split("---")[1])
     assert "base_model" not in meta and "license" not in meta
     assert meta["library_name"] == "transformers" and "growlm" in meta["tags"]

@@ -21,10 +21,11 @@ from tiny_models import BASE, CONFIGS, FAMILIES, make_model
 from growlm.arch import spec_for
 from growlm.cli import main
 from growlm.errors import InvalidData, InvalidGrowth
-from growlm.grow import grow_tensors
 from growlm.ops.axes import axis_maps
+from growlm.ops.in_memory import grow_tensors
+from growlm.ops.layout import Naming, source_shape
 from growlm.ops.ligo import learn_grow
-from growlm.ops.planner import Naming, source_shape, target_shape
+from growlm.ops.width import target_shape
 
 REPO = Path(__file__).resolve().parent.parent
 SHAKESPEARE = REPO / "tests" / "fixtures" / "shakespeare"

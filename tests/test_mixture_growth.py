@@ -261,7 +261,7 @@ def test_plain_model_and_other_operators_are_refused():
 
 def test_grow_on_a_checkpoint_folder_names_the_recipe_path(tiny_dir, tmp_path):
     with pytest.raises(InvalidGrowth) as info:
-        growlm.grow(tiny_dir("llama"), tmp_path / "out", "mixture-growth", factor=2)
+        growlm.grow(tiny_dir("llama"), tmp_path / "out", "mixture-growth", {"factor": 2})
     assert str(info.value) == CHECKPOINT_REFUSAL
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny_models import make_model
 
-from growlm.grow import grow_tensors
+from growlm.ops.in_memory import grow_tensors
 
 W = "model.layers.{}.{}"
 

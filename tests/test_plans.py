@@ -7,9 +7,11 @@ import torch
 
 import growlm
 from growlm.errors import InvalidGrowth
-from growlm.grow import grow_tensors, plan_tensors
+from growlm.grow import GrowOptions
 from growlm.ops import depth
 from growlm.ops.axes import Shape, head_maps
+from growlm.ops.in_memory import grow_tensors
+from growlm.ops.planning import plan_tensors
 from growlm.ops.registry import get_operator
 
 
@@ -64,7 +66,9 @@ def test_gqa_head_maps_keep_groups():
 
 
 def test_dry_run_touches_no_weights(tiny_dir, tmp_path):
-    report = growlm.grow(tiny_dir("llama"), tmp_path / "o", "zero-depth", factor=2, dry_run=True)
+    report = growlm.grow(
+        tiny_dir("llama"), tmp_path / "o", "zero-depth", {"factor": 2}, GrowOptions(dry_run=True)
+    ).to_json()
     assert not (tmp_path / "o").exists()
     plan = report["plan"]
     assert any("model.layers.1.self_attn.o_proj.weight" in ln and "zero" in ln for ln in plan)

@@ -21,6 +21,7 @@ from real_model import RealModelMissing, gguf_path, smollm2_dir
 from safetensors import safe_open
 
 import growlm
+from growlm.grow import GrowOptions
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +74,10 @@ def grown(smollm2, tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     recipes = {
         # function preserving: compared in float32
-        "zero-depth": dict(op="zero-depth", num_layers=40, check=True),
+        "zero-depth": ("zero-depth", {"num_layers": 40}, GrowOptions(check=True)),
         # not function preserving: bfloat16 halves the bytes written and read back
-        "stack": dict(op="stack", factor=2, dtype="bfloat16", shard_size="100MB"),
-        "solar": dict(op="solar", drop=8, dtype="bfloat16"),
+        "stack": ("stack", {"factor": 2}, GrowOptions(dtype="bfloat16", shard_size="100MB")),
+        "solar": ("solar", {"drop": 8}, GrowOptions(dtype="bfloat16")),
     }
     # SOLAR reads the GGUF file itself (resolved to the same cached float32 folder)
     sources = {"solar": gguf_path()}
@@ -85,7 +86,7 @@ def grown(smollm2, tmp_path_factory):
     def get(name: str) -> tuple[Path, dict]:
         if name not in done:
             out = root / name
-            report = growlm.grow(sources.get(name, smollm2), out, **recipes[name])
+            report = growlm.grow(sources.get(name, smollm2), out, *recipes[name]).to_json()
             done[name] = (out, report)
         return done[name]
 

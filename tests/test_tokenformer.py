@@ -17,8 +17,9 @@ from safetensors.torch import load_file
 from tiny_models import make_model, save_model
 
 import growlm
-from growlm.grow import grow_tensors
+from growlm.grow import GrowOptions
 from growlm.models.tokenformer import Pattention
+from growlm.ops.in_memory import grow_tensors
 
 TOL = 1e-4  # max |logit diff| in float32 for function-preserving operators
 
@@ -81,7 +82,7 @@ OPS = [
 
 @pytest.mark.parametrize(("op", "params"), OPS, ids=lambda x: str(x))
 def test_every_operator_on_tokenformer(op, params, src, tmp_path):
-    report = growlm.grow(src, tmp_path / "out", op, check=True, **params)
+    report = growlm.grow(src, tmp_path / "out", op, params, GrowOptions(check=True)).to_json()
     if report["function_preserving"]:
         assert report["max_abs_logit_diff"] < TOL, report
     else:
@@ -105,7 +106,9 @@ def _with_score_scale(model, extra: int):
 
 def test_param_tokens_adds_nothing_but_the_score_scale(src, tmp_path):
     n = 8
-    report = growlm.grow(src, tmp_path / "out", "param-tokens", new_tokens=n, check=True)
+    report = growlm.grow(
+        src, tmp_path / "out", "param-tokens", {"new_tokens": n}, GrowOptions(check=True)
+    ).to_json()
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (cfg["qkv_slot_num"], cfg["proj_slot_num"], cfg["ffn_slot_num"]) == (32, 24, 72)
     a, b = (

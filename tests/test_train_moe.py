@@ -13,7 +13,7 @@ import torch
 import yaml
 from tiny_models import make_model
 
-from growlm.grow import grow_tensors
+from growlm.ops.in_memory import grow_tensors
 from growlm.train.distributed import DistContext
 from growlm.train.loop import train
 from growlm.train.moe import RouterTap, active_params, moe_spec, router_tap

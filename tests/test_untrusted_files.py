@@ -193,5 +193,5 @@ def test_grow_validates_the_tokenizer_before_copying_it(tiny_dir, tmp_path):
     shutil.copytree(tiny_dir("llama"), src)
     (src / "tokenizer.json").write_text('{"truncated": ')
     with pytest.raises(CorruptCheckpoint, match=r"tokenizer\.json is not valid JSON"):
-        grow(src, tmp_path / "out", "stack", factor=2)
+        grow(src, tmp_path / "out", "stack", {"factor": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

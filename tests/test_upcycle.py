@@ -23,7 +23,8 @@ from safetensors import safe_open
 from tiny_models import make_model, save_model
 
 from growlm.cli import main
-from growlm.grow import grow, grow_tensors
+from growlm.grow import GrowOptions, grow
+from growlm.ops.in_memory import grow_tensors
 
 FP32_TOL = 1e-5
 BF16_TOL = 1e-2
@@ -55,7 +56,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 def test_upcycled_logits_equal_the_dense_model(tmp_path, family, router):
     src = save_model(family, tmp_path / "src")
     out = tmp_path / "moe"
-    report = grow(src, out, "upcycle", experts=4, top_k=2, router_init=router)
+    report = grow(src, out, "upcycle", {"experts": 4, "top_k": 2, "router_init": router}).to_json()
     assert report["function_preserving"] is True
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == [TARGETS[family]]
@@ -91,7 +92,9 @@ def test_upcycled_logits_equal_the_dense_model(tmp_path, family, router):
 
 def test_bfloat16_output_within_tolerance(tmp_path):
     src = save_model("llama", tmp_path / "src")
-    grow(src, tmp_path / "moe", "upcycle", experts=4, top_k=2, dtype="bfloat16")
+    grow(
+        src, tmp_path / "moe", "upcycle", {"experts": 4, "top_k": 2}, GrowOptions(dtype="bfloat16")
+    )
     dense = _logits(src, torch.bfloat16)
     moe = _logits(tmp_path / "moe", torch.bfloat16)
     assert (moe - dense).abs().max().item() < BF16_TOL
@@ -100,7 +103,9 @@ def test_bfloat16_output_within_tolerance(tmp_path):
 def test_drop_upcycling_reinitialises_a_different_subset_per_expert(tmp_path):
     src = save_model("llama", tmp_path / "src")
     out = tmp_path / "moe"
-    report = grow(src, out, "upcycle", experts=4, top_k=2, drop_ratio=0.25, check=True)
+    report = grow(
+        src, out, "upcycle", {"experts": 4, "top_k": 2, "drop_ratio": 0.25}, GrowOptions(check=True)
+    ).to_json()
     assert report["function_preserving"] is False
     assert report["max_abs_logit_diff"] > 1e-3  # reported, not hidden
     w, dense = _tensors(out), _tensors(src)
@@ -124,7 +129,9 @@ def test_drop_upcycling_reinitialises_a_different_subset_per_expert(tmp_path):
 def test_granularity_splits_the_ffn_and_check_reports_the_deviation(tmp_path):
     src = save_model("qwen3", tmp_path / "src")
     out = tmp_path / "moe"
-    report = grow(src, out, "upcycle", experts=2, top_k=1, granularity=3, check=True)
+    report = grow(
+        src, out, "upcycle", {"experts": 2, "top_k": 1, "granularity": 3}, GrowOptions(check=True)
+    ).to_json()
     assert report["function_preserving"] is False
     assert "max_abs_logit_diff" in report
     cfg = json.loads((out / "config.json").read_text())
@@ -159,7 +166,8 @@ def test_hidden_router_from_text(tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>").save_pretrained(str(src))
     out = tmp_path / "moe"
-    report = grow(src, out, "upcycle", experts=4, top_k=2, router_init="hidden", router_data=text)
+    params = {"experts": 4, "top_k": 2, "router_init": "hidden"}
+    report = grow(src, out, "upcycle", params, GrowOptions(router_data=text)).to_json()
     assert report["function_preserving"] is True  # identical experts, renormalised router
     r = _tensors(out)["model.layers.0.block_sparse_moe.gate.weight"]
     assert torch.allclose(r.norm(dim=1), torch.ones(4), atol=1e-5)
@@ -169,7 +177,8 @@ def test_hidden_router_from_text(tmp_path):
 
 def test_dry_run_plan_and_ops_listing(tmp_path, capsys):
     src = save_model("qwen2", tmp_path / "src")
-    report = grow(src, None, "upcycle", experts=2, top_k=1, router_init="zero", dry_run=True)
+    params = {"experts": 2, "top_k": 1, "router_init": "zero"}
+    report = grow(src, None, "upcycle", params, GrowOptions(dry_run=True)).to_json()
     plan = "\n".join(report["plan"])
     assert (
         "model.layers.0.mlp.experts.1.down_proj.weight [32, 48] <- "

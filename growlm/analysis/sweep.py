@@ -21,9 +21,8 @@ import yaml
 from growlm.analysis.errors import AnalysisError, FitFailed
 from growlm.analysis.params import ModelSpec, count_params
 from growlm.io.atomic import write_text_atomic
+from growlm.ops.params import FACTOR
 from growlm.safety import is_safe_name
-
-STACK_OPS = ("stack", "direct-depth", "G_stack", "G_direct")
 
 
 @dataclass
@@ -62,6 +61,14 @@ def parse_target_size(text: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
+def _is_stack(op: str) -> bool:
+    """G_stack under any of its registry names (stack, direct-depth, G_stack, ...)."""
+    from growlm.ops.registry import get_operator_entry
+
+    entry = get_operator_entry(op)
+    return entry is not None and entry.name == "direct-depth"
+
+
 def _base(recipe_path: Path) -> tuple[dict[str, Any], int, dict[str, Any], dict[str, Any]]:
     """The validated base recipe as a mapping (absolute paths), its target depth, and the optim
     overrides of its first and its (first) growth stage."""
@@ -76,7 +83,7 @@ def _base(recipe_path: Path) -> tuple[dict[str, Any], int, dict[str, Any], dict[
     for stage in stages:
         grow = stage.get("grow")
         if grow:
-            if grow["op"] not in STACK_OPS:
+            if not _is_stack(grow["op"]):
                 raise AnalysisError(
                     f"{recipe_path}: sweep grows with G_stack; stage {stage['name']!r} uses "
                     f"{grow['op']!r}"
@@ -124,7 +131,7 @@ def plan_grid(
                 SweepRun(f"{group}-scratch", group, size, n_target, compute, tokens, recipe=scratch)
             )
             for g in factors:
-                if g < 2 or layers % g:
+                if not FACTOR.constraint.ok(g) or layers % g:  # type: ignore[union-attr]
                     raise AnalysisError(f"growth factor {g} must be >= 2 and divide {layers}")
                 n_small = count_params(target.with_layers(layers // g))
                 for d in timings:

@@ -1,5 +1,8 @@
 """Depthwise operators as layer maps: output layer -> (source layer, how it is made).
 
+Each map checks its parameters against their declarations (``growlm.ops.params``, the ones only
+depth operators take are declared here) and against the source depth ``n``.
+
 kind "copy": a real copy of the source layer; "zero": a copy whose residual writes are zeroed
 (an identity block, LLaMA Pro / G_zero); "random": a freshly initialised block (G_random).
 """
@@ -7,8 +10,20 @@ kind "copy": a real copy of the source layer; "zero": a copy whose residual writ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from growlm.errors import InvalidGrowth
+from growlm.ops.params import FACTOR, NUM_LAYERS, PLACEMENT, Param, integer
+
+LAYERS = Param(
+    "layers",
+    str,
+    "source layer list for the grown model, e.g. 0,1,2,1,2,3",
+    metavar="LIST",
+    needs="comma-separated source layers, e.g. 0,1,2,1,2,3",
+)
+DROP = Param("drop", int, "SOLAR: layers dropped at the seam of each copy", integer(0), metavar="M")
+COPIES = Param("copies", int, "copies of the top block", integer(1), default=1)
 
 
 @dataclass(frozen=True)
@@ -17,22 +32,14 @@ class LayerSource:
     kind: str = "copy"  # copy | zero | random
 
 
-def _factor(factor: object) -> int:
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise InvalidGrowth(f"--factor must be an integer >= 2, got {factor!r}")
-    return factor
-
-
 def stack(n: int, factor: object) -> list[LayerSource]:
     """G_stack: the whole model repeated g times (0..L-1, 0..L-1, ...)."""
-    g = _factor(factor)
-    return [LayerSource(i) for _ in range(g) for i in range(n)]
+    return [LayerSource(i) for _ in range(FACTOR.check(factor)) for i in range(n)]
 
 
 def interleave(n: int, factor: object) -> list[LayerSource]:
     """Each layer repeated g times in place (0,0,1,1,...)."""
-    g = _factor(factor)
-    return [LayerSource(i) for i in range(n) for _ in range(g)]
+    return [LayerSource(i) for i in range(n) for _ in range(FACTOR.check(factor))]
 
 
 def explicit(n: int, layers: object) -> list[LayerSource]:
@@ -58,10 +65,9 @@ def explicit(n: int, layers: object) -> list[LayerSource]:
     return [LayerSource(int(i)) for i in layers]
 
 
-def solar(n: int, drop: object) -> list[LayerSource]:
+def solar(n: int, drop: Any) -> list[LayerSource]:
     """SOLAR depth up-scaling: two copies; the last m of the first and first m of the second go."""
-    if isinstance(drop, bool) or not isinstance(drop, int) or drop < 0:
-        raise InvalidGrowth(f"--drop must be an integer >= 0, got {drop!r}")
+    drop = DROP.check(drop)
     if 2 * (n - drop) <= n:
         raise InvalidGrowth(
             f"--drop {drop} leaves {2 * (n - drop)} layers from {n}: use --drop < {(n + 1) // 2}"
@@ -75,12 +81,11 @@ def _block(n: int, block: object) -> int:
     return block
 
 
-def top(n: int, block: object = None, copies: object = 1) -> list[LayerSource]:
+def top(n: int, block: object = None, copies: Any = 1) -> list[LayerSource]:
     """Gradual stacking: the top ``block`` layers copied ``copies`` times onto the top
     (0..n-1, n-b..n-1, n-b..n-1, ...); the whole model when ``block`` is not given."""
     b = n if block is None else _block(n, block)
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
-        raise InvalidGrowth(f"--copies must be an integer >= 1, got {copies!r}")
+    copies = COPIES.check(copies)
     return [LayerSource(i) for i in range(n)] + [
         LayerSource(i) for _ in range(copies) for i in range(n - b, n)
     ]
@@ -111,16 +116,15 @@ def with_new_blocks(
     if num_layers is None:
         if factor is None:
             raise InvalidGrowth(f"{kind} blocks need --factor G or --num-layers N")
-        target = n * _factor(factor)
+        target = n * FACTOR.check(factor)
     else:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= n:
+        if NUM_LAYERS.check(num_layers) <= n:
             raise InvalidGrowth(f"--num-layers must be an integer > {n} (the source depth)")
         target = num_layers
     new = target - n
+    PLACEMENT.check(placement)
     if placement == "append":
         return [LayerSource(i) for i in range(n)] + [LayerSource(n - 1, kind) for _ in range(new)]
-    if placement != "interleave":
-        raise InvalidGrowth(f"--placement must be interleave or append, got {placement!r}")
     out: list[LayerSource] = []
     # new block k follows source layer ends[k]: groups as even as possible (LLaMA Pro)
     ends = {((k + 1) * n) // new - 1 for k in range(new)} if new <= n else set()

@@ -1,15 +1,28 @@
-"""The one registry of growth operators: name, aliases, one line, paper, and how it is built."""
+"""The one registry of growth operators: name, aliases, one line, paper, its parameters (declared
+once, ``growlm.ops.params``) and how it is built. Adding an operator: docs/architecture.md."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from growlm.arch.moe import targets_line as moe_targets_line
 from growlm.errors import InvalidGrowth, UnknownOperator
 from growlm.ops import depth
-from growlm.ops.depth import LayerSource
+from growlm.ops.depth import COPIES, DROP, LAYERS, LayerSource
+from growlm.ops.params import (
+    BLOCK,
+    FACTOR,
+    NUM_LAYERS,
+    PLACEMENT,
+    TRAINING,
+    WIDTH,
+    Param,
+    integer,
+    number,
+    one_of,
+)
 
 
 @dataclass(frozen=True)
@@ -19,14 +32,87 @@ class Operator:
     description: str
     paper: str
     preserving: str  # "yes", "no", or a condition
-    params: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
     aliases: tuple[str, ...] = ()
     layer_map: Callable[..., list[LayerSource]] | None = None
     width_fill: str | None = None  # direct | zero | random | clone | tokens | templates
-    defaults: dict[str, Any] = field(default_factory=dict)
+    required: tuple[str, ...] = ()  # parameters it cannot do without
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
 
 
-_DEPTH_NEW = ("factor", "num_layers", "placement")
+_DEPTH_NEW = (FACTOR, NUM_LAYERS, PLACEMENT)
+SNR_DB = Param(
+    "snr_db",
+    float,
+    "signal-to-noise of the +eta/-eta pairs in dB (inf: none)",
+    number("a number in dB (inf: no noise)", lambda v: True),
+    default=10.0,
+)
+CLONE_FACTOR = Param(
+    "factor",
+    int,
+    "HyperCloning: every width times N",
+    integer(2),
+    metavar="N",
+    problem="clone-width needs --factor N, an integer >= 2 (every width times N), got {value!r}",
+)
+NEW_TOKENS = Param(
+    "new_tokens",
+    int,
+    "key/value parameter tokens added to every Pattention (TokenFormer)",
+    integer(1),
+)
+# MixtureGrowth checks these itself (growlm.ops.mixture_growth.check_params): template models
+# grow in the trainer only, and the planner refuses the operator on a checkpoint first
+MIXTURE_FACTOR = Param(
+    "factor", int, "MixtureGrowth: every width x N (template models)", integer(2), metavar="N"
+)
+COEF_SCALE = Param(
+    "coef_scale",
+    float,
+    "scale of the new template combinations (0: exact, copies stay identical)",
+    number("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
+    default=1.0,
+)
+EXPERTS = Param(
+    "experts",
+    int,
+    "experts (copies of the FFN)",
+    integer(2),
+    problem="--experts {value!r}: an MoE needs at least 2 experts",
+)
+TOP_K = Param("top_k", int, "experts per token (1..--experts)", integer(), metavar="K")
+ROUTER_INIT = Param(
+    "router_init",
+    str,
+    "router weights: small random, zero, or k-means of the FFN inputs on --router-data",
+    one_of("zero", "random", "hidden"),
+    default="random",
+)
+DROP_RATIO = Param(
+    "drop_ratio",
+    float,
+    "Drop-Upcycling: re-initialise this fraction of each expert's FFN units",
+    number("a number in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    default=0.0,
+)
+GRANULARITY = Param(
+    "granularity",
+    int,
+    "split the FFN into G fine-grained experts per copy (top-k x G)",
+    integer(1),
+    default=1,
+    metavar="G",
+)
+
+
+def _width(
+    name: str, fill: str, description: str, paper: str, preserving: str, *aliases: str
+) -> Operator:
+    return Operator(name, "width", description, paper, preserving, WIDTH, aliases, width_fill=fill)
+
 
 OPERATORS: tuple[Operator, ...] = (
     Operator(
@@ -35,9 +121,10 @@ OPERATORS: tuple[Operator, ...] = (
         "G_stack: the whole model repeated g times",
         "Du et al. 2024, Stacking Your Transformers (arXiv 2405.15319)",
         "no",
-        ("factor",),
+        (FACTOR,),
         ("stack", "g_stack", "g_direct", "direct"),
         depth.stack,
+        required=("factor",),
     ),
     Operator(
         "interleave",
@@ -45,9 +132,10 @@ OPERATORS: tuple[Operator, ...] = (
         "each layer repeated g times in place (0,0,1,1,...)",
         "Du et al. 2024 (ablation); Gong et al. 2019, progressive stacking",
         "no",
-        ("factor",),
+        (FACTOR,),
         ("interleaved",),
         depth.interleave,
+        required=("factor",),
     ),
     Operator(
         "layers",
@@ -55,9 +143,10 @@ OPERATORS: tuple[Operator, ...] = (
         "partial stacking from an explicit source layer list",
         "Du et al. 2024 (partial stacking)",
         "no",
-        ("layers",),
+        (LAYERS,),
         ("partial",),
         depth.explicit,
+        required=("layers",),
     ),
     Operator(
         "top",
@@ -65,7 +154,7 @@ OPERATORS: tuple[Operator, ...] = (
         "gradual stacking: the top block of layers copied onto the top",
         "Reddi et al. 2023, efficient training via gradual stacking; Yang et al. 2020, MSLT",
         "no",
-        ("block", "copies"),
+        (BLOCK, COPIES),
         ("gradual", "stack-top"),
         depth.top,
     ),
@@ -75,7 +164,7 @@ OPERATORS: tuple[Operator, ...] = (
         "MIDAS: a middle block of layers duplicated in the middle",
         "Saunshi et al. 2024, inductive bias of stacking towards reasoning (arXiv 2409.19044)",
         "no",
-        ("block",),
+        (BLOCK,),
         ("middle",),
         depth.midas,
     ),
@@ -85,9 +174,10 @@ OPERATORS: tuple[Operator, ...] = (
         "SOLAR depth up-scaling: two copies minus m layers at the seam",
         "Kim et al. 2023, SOLAR 10.7B (arXiv 2312.15166)",
         "no",
-        ("drop",),
+        (DROP,),
         ("dus", "depth-upscaling"),
         depth.solar,
+        required=("drop",),
     ),
     Operator(
         "zero-depth",
@@ -109,58 +199,52 @@ OPERATORS: tuple[Operator, ...] = (
         ("g_random",),
         lambda n, **kw: depth.with_new_blocks(n, "random", **kw),
     ),
-    Operator(
+    _width(
         "direct-width",
-        "width",
+        "direct",
         "Net2Net / bert2BERT split: new units copy old ones",
         "Chen et al. 2016, Net2Net; Chen et al. 2022, bert2BERT",
         "yes (integer hidden factor)",
-        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
-        ("split", "net2net", "bert2bert", "g_direct-width"),
-        width_fill="direct",
+        *("split", "net2net", "bert2bert", "g_direct-width"),
     ),
-    Operator(
+    _width(
         "zero-width",
-        "width",
+        "zero",
         "new units with zero outgoing weights, norms corrected",
         "Du et al. 2024 (G_zero width); Shen et al. 2022, staged training",
         "yes",
-        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
-        ("g_zero-width",),
-        width_fill="zero",
+        "g_zero-width",
     ),
-    Operator(
+    _width(
         "random-width",
-        "width",
+        "random",
         "new units randomly initialised",
         "Du et al. 2024 (G_random width, without the MSG masks)",
         "no",
-        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads"),
-        ("g_random-width",),
-        width_fill="random",
+        "g_random-width",
     ),
-    # HyperCloning: one self-contained entry (planner.clone_shape + plan.PairNoise)
+    # HyperCloning: one self-contained entry (width.clone_shape + growth_plan.PairNoise)
     Operator(
         "clone-width",
         "width",
         "HyperCloning: every width x N (units cloned, readers /N), +eta/-eta noise pairs",
         "Samragh et al. 2024, Scaling Smart / HyperCloning (arXiv 2409.12903)",
         "yes",
-        ("factor", "snr_db"),
+        (CLONE_FACTOR, SNR_DB),
         ("hypercloning", "hyperclone"),
         width_fill="clone",
-        defaults={"snr_db": 10.0},
     ),
-    # TokenFormer: one self-contained entry (planner.token_maps)
+    # TokenFormer: one self-contained entry (width.token_maps)
     Operator(
         "param-tokens",
         "width",
         "TokenFormer: N new key/value parameter tokens in every Pattention (new keys zero)",
         "Wang et al. 2024, TokenFormer (arXiv 2410.23168)",
         "no (near: new tokens add nothing, the sqrt(P) score scale grows; see --check)",
-        ("new_tokens",),
+        (NEW_TOKENS,),
         ("tokenformer", "pattention-tokens"),
         width_fill="tokens",
+        required=("new_tokens",),
     ),
     # MixtureGrowth: one self-contained entry (growlm.ops.mixture_growth; template models only)
     Operator(
@@ -170,10 +254,9 @@ OPERATORS: tuple[Operator, ...] = (
         "blocks are new (orthogonal) combinations of its trained templates",
         "Pham et al. 2024, MixtureGrowth (WACV 2024, arXiv 2311.04251)",
         "no (yes with coef_scale 0 and an untied head, but the copies then stay identical)",
-        ("factor", "coef_scale"),
+        (MIXTURE_FACTOR, COEF_SCALE),
         ("mixturegrowth", "template-mixing"),
         width_fill="templates",
-        defaults={"coef_scale": 1.0},
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
@@ -182,9 +265,10 @@ OPERATORS: tuple[Operator, ...] = (
         "G_learn (LiGO) depth map learned from data, starting as stack",
         "Wang et al. 2023, LiGO (arXiv 2303.00980)",
         "no",
-        ("factor", "steps", "lr"),
+        (FACTOR, *TRAINING),
         ("g_learn", "ligo", "ligo-depth"),
         depth.stack,
+        required=("factor", "steps"),
     ),
     Operator(
         "learn-width",
@@ -192,25 +276,30 @@ OPERATORS: tuple[Operator, ...] = (
         "G_learn (LiGO) width map learned from data, starting as [I; small random]",
         "Wang et al. 2023, LiGO (arXiv 2303.00980)",
         "no",
-        ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "steps", "lr"),
+        (*WIDTH, *TRAINING),
         ("ligo-width", "g_learn-width"),
         width_fill="random",
+        required=("steps",),
     ),
-)
-
-
-# dense -> MoE (growlm.ops.upcycle plans it; targets are data in growlm.arch.moe)
-OPERATORS += (
+    # dense -> MoE (growlm.ops.upcycle plans it; targets are data in growlm.arch.moe)
     Operator(
         "upcycle",
         "moe",
         f"sparse upcycling: every expert copies the dense FFN ({moe_targets_line()})",
         "Komatsuzaki et al. 2022, sparse upcycling; Nakamura et al. 2025, Drop-Upcycling",
         "yes (--drop-ratio 0, --granularity 1)",
-        ("experts", "top_k", "router_init", "drop_ratio", "granularity"),
+        (EXPERTS, TOP_K, ROUTER_INIT, DROP_RATIO, GRANULARITY),
         ("sparse-upcycling", "moe", "drop-upcycling"),
+        required=("experts", "top_k"),
     ),
 )
+
+
+def all_params() -> dict[str, list[Param]]:
+    """Every declared parameter by name, in registry order (the ``growlm grow`` flags)."""
+    from growlm.ops.params import declared
+
+    return declared(OPERATORS)
 
 
 def _norm(name: str) -> str:

@@ -44,9 +44,19 @@ import torch
 from growlm.arch import ArchSpec
 from growlm.arch.moe import FFN, MOE_MODEL_TYPES, NO_MOE, MoeSpec, moe_target, targets_line
 from growlm.errors import InvalidGrowth
-from growlm.ops.plan import MOMENT_POWER, Context, Fresh, Plan, Step, TensorPlan
-
-ROUTER_INITS = ("zero", "random", "hidden")
+from growlm.ops.depth import LayerSource
+from growlm.ops.growth_plan import (
+    MOMENT_POWER,
+    Context,
+    Fresh,
+    GrowthPlan,
+    Scale,
+    Step,
+    TensorPlan,
+)
+from growlm.ops.layout import Naming, new_plan, source_shape, validate_tensors
+from growlm.ops.params import with_defaults
+from growlm.ops.registry import get_operator
 
 
 @dataclass(frozen=True)
@@ -67,30 +77,13 @@ class Settings:
 
 
 def settings(params: dict[str, Any]) -> Settings:
-    """Validate upcycle's parameters (one line per problem)."""
-
-    def integer(name: str, default: int | None) -> int:
-        v = params.get(name, default)
-        if v is None:
-            raise InvalidGrowth(f"upcycle needs --{name.replace('_', '-')} N")
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise InvalidGrowth(f"--{name.replace('_', '-')} must be an integer, got {v!r}")
-        return v
-
-    e, k, g = integer("experts", None), integer("top_k", None), integer("granularity", 1)
-    if e < 2:
-        raise InvalidGrowth(f"--experts {e}: an MoE needs at least 2 experts")
+    """upcycle's parameters with their declared defaults (each checked against its declaration
+    by the planner); what the declarations cannot say alone: top-k within the experts."""
+    p = with_defaults(get_operator("upcycle"), params)
+    e, k = p["experts"], p["top_k"]
     if k < 1 or k > e:
         raise InvalidGrowth(f"--top-k {k} must be between 1 and --experts {e}")
-    if g < 1:
-        raise InvalidGrowth(f"--granularity {g} must be >= 1")
-    r = params.get("drop_ratio", 0.0)
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
-        raise InvalidGrowth(f"--drop-ratio must be a number in [0, 1], got {r!r}")
-    init = params.get("router_init", "random")
-    if init not in ROUTER_INITS:
-        raise InvalidGrowth(f"--router-init must be one of {', '.join(ROUTER_INITS)}, got {init!r}")
-    return Settings(e, k, g, float(r), str(init))
+    return Settings(e, k, p["granularity"], float(p["drop_ratio"]), str(p["router_init"]))
 
 
 def check_source(cfg: dict[str, Any]) -> None:
@@ -128,23 +121,6 @@ class Segment(Step):
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
         return x.narrow(self.dim, self.start, self.size)
-
-
-@dataclass
-class OutputScale(Step):
-    """Multiply the weights by ``mult`` to keep the function; moments are left as copied."""
-
-    mult: float
-    why: str
-
-    def describe(self) -> str:
-        return f"scale[{self.mult:.6g} {self.why}]"
-
-    def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
-        assert x is not None
-        if MOMENT_POWER[ctx.mode]:
-            return x
-        return (x.to(torch.float32) * self.mult).to(x.dtype)
 
 
 @dataclass
@@ -208,15 +184,13 @@ def build_plan(
     tied: bool,
     seed: int = 0,
     routers: dict[int, torch.Tensor] | None = None,
-) -> Plan:
+) -> GrowthPlan:
     """The upcycling of one checkpoint as a plan (no weights read; hidden routers given)."""
-    from growlm.ops.planner import Naming, _validate_tensors, source_shape
-
     st = settings(params)
     moe = target_for(spec)
     n, src = source_shape(spec, cfg)
     naming = Naming.detect(spec, set(shapes))
-    _validate_tensors(spec, naming, shapes, n, tied)
+    validate_tensors(spec, naming, shapes, n, tied)
     extra = [ts.name for ts in spec.layer_tensors if naming.find(ts, 0) and ts.role == "bias"]
     extra = [nm for nm in extra if nm.startswith("mlp.") or not moe.attention_bias]
     if extra:
@@ -279,7 +253,7 @@ def build_plan(
                 if st.granularity > 1:
                     steps.append(Segment(dim, g * seg, seg))
                 if role == "down" and down_mult != 1.0:
-                    steps.append(OutputScale(down_mult, why))
+                    steps.append(Scale(down_mult, why, keep_moments=True))
                 shape = (hidden, seg) if role == "down" else (seg, hidden)
                 tensors.append(TensorPlan(lp + tmpl.format(e=e), shape, lp + FFN[role], steps))
         if moe.has_shared:
@@ -296,25 +270,14 @@ def build_plan(
         add_global(spec.head)
 
     preserving = st.drop_ratio == 0 and st.granularity == 1
-    std = cfg.get(spec.keys.init_std)
     p = {"experts": st.experts, "top_k": st.top_k, "router_init": st.router_init}
     if st.granularity > 1:
         p["granularity"] = st.granularity
     if st.drop_ratio > 0:
         p["drop_ratio"] = st.drop_ratio
-    return Plan(
-        op="upcycle",
-        params=p,
-        tensors=tensors,
-        config=moe_config(moe, spec, cfg, derived, st, ffn),
-        layer_map=[{"out": j, "src": j, "kind": "copy"} for j in range(n)],
-        src_layers=n,
-        out_layers=n,
-        function_preserving=preserving,
-        init_std=float(std) if isinstance(std, (int, float)) else 0.02,
-        norm_offset=spec.norm_offset,
-        seed=seed,
-    )
+    config = moe_config(moe, spec, cfg, derived, st, ffn)
+    layers = [LayerSource(j) for j in range(n)]
+    return new_plan(spec, cfg, ("upcycle", p), tensors, config, layers, preserving, seed)
 
 
 def moe_config(

@@ -14,9 +14,7 @@ from transformers import PretrainedConfig
 
 from growlm.arch import spec_for
 from growlm.errors import GrowlmError, InvalidRecipe
-from growlm.grow import grow_tensors
-from growlm.ops import mixture_growth
-from growlm.ops.ligo import is_learned, learn_grow
+from growlm.ops.in_memory import grow_tensors
 from growlm.train.masks import fade_plan
 from growlm.train.model import build_model, param_count
 from growlm.train.moe import module_layout
@@ -37,24 +35,9 @@ def grow_weights(
     operators (G_learn / LiGO) train their maps on ``batches`` (step -> [B, T+1] token ids);
     on meta weights they only plan. Their report's ``flops`` is the cost of that training.
     A template model (``model.templates``) grows through growlm.ops.mixture_growth."""
-    if mixture_growth.applies(config, grow.op):
-        new_config, new_weights, report = mixture_growth.grow_state(
-            config, weights, grow.op, dict(grow.params)
-        )
-    elif is_learned(grow.op):
-        new_config, new_weights, report = learn_grow(
-            config,
-            weights,
-            grow.op,
-            dict(grow.params),
-            batches,
-            seed=seed,
-            autocast_dtype=autocast_dtype,
-        )
-    else:
-        new_config, new_weights, report = grow_tensors(
-            config, weights, grow.op, dict(grow.params), fill="weights", seed=seed
-        )
+    new_config, new_weights, report = grow_tensors(
+        config, weights, grow.op, dict(grow.params), "weights", seed, batches, autocast_dtype
+    )
     new_config.use_cache = False
     return new_config, module_layout(new_config, new_weights), report
 
@@ -66,7 +49,7 @@ def grow_moments(
     weights: dict[str, torch.Tensor],
     seed: int = 0,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """AdamW state carried through the operator (rules in ``growlm.ops.plan``: copied with
+    """AdamW state carried through the operator (rules in ``growlm.ops.growth_plan``: copied with
     copied weights, transformed with split or rescaled ones, zero for new ones; a learned
     operator's moments follow its step-0 map: stack / new width units at zero); parameters
     without state (frozen in an MSLT stage) count as zero moments. A tensor with carried history
@@ -82,14 +65,7 @@ def grow_moments(
             name: optim_state[name][key] if name in optim_state else torch.zeros_like(w)  # frozen
             for name, w in weights.items()
         }
-        if mixture_growth.applies(config, op):
-            new_config, new_moments, _ = mixture_growth.grow_state(
-                config, moments, op, params, fill=key
-            )
-        else:
-            new_config, new_moments, _ = grow_tensors(
-                config, moments, op, params, fill=key, seed=seed
-            )
+        new_config, new_moments, _ = grow_tensors(config, moments, op, params, fill=key, seed=seed)
         new_moments = module_layout(new_config, new_moments)  # an MoE's experts fused
         for name, tensor in new_moments.items():
             grown.setdefault(name, {"step": step.clone()})[key] = tensor

@@ -33,7 +33,7 @@ from transformers import PretrainedConfig
 from growlm.arch import FAMILIES, spec_for
 from growlm.errors import InvalidRecipe
 from growlm.ops.axes import axis_maps
-from growlm.ops.planner import source_shape
+from growlm.ops.layout import source_shape
 
 FADE_OPS = ("random-depth", "random-width")  # the operators whose new structure can fade in
 # width masks need pre-norm blocks whose RMSNorms span the hidden state only (from the specs)

@@ -189,8 +189,13 @@ def _unscale(x: torch.Tensor, mult: float | torch.Tensor, power: int) -> torch.T
 
 @dataclass
 class Scale(Step):
+    """Multiply the weights by ``mult`` to keep the function. Moments: divided by mult^p (the
+    gradient of a weight scaled by s is 1/s of it), or left as carried when ``keep_moments``
+    (Adam's update is invariant to a constant gradient scale: upcycled experts)."""
+
     mult: float
     why: str = ""
+    keep_moments: bool = False
 
     def describe(self) -> str:
         return f"scale[{self.mult:.6g} {self.why}]".replace(" ]", "]")
@@ -198,7 +203,7 @@ class Scale(Step):
     def __call__(self, x: torch.Tensor | None, ctx: Context) -> torch.Tensor:
         assert x is not None
         if ctx.mode != "weights":
-            return _unscale(x, self.mult, MOMENT_POWER[ctx.mode])
+            return x if self.keep_moments else _unscale(x, self.mult, MOMENT_POWER[ctx.mode])
         return (x.to(torch.float32) * self.mult).to(x.dtype)
 
 
@@ -260,7 +265,7 @@ class TensorPlan:
 
 
 @dataclass
-class Plan:
+class GrowthPlan:
     """A whole growth: output tensors in write order, the new config and what to report."""
 
     op: str
@@ -274,6 +279,7 @@ class Plan:
     init_std: float
     norm_offset: float
     seed: int = 0
+    learned: Any = None  # a learned growth's settings (growlm.ops.ligo_maps): values from its maps
 
     def execute(
         self,
