@@ -33,8 +33,9 @@ WIDTH_KEYS = {
 def check_source(source: SourceCheckpoint, op: str = "") -> None:
     """config.json agrees with the weights' shapes; the tokenizer's ids fit the vocabulary."""
     from growlm.ops.layout import source_shape
+    from growlm.ops.planning import is_upcycle
 
-    if "upcycle" in op.split("+"):
+    if is_upcycle(op):  # by any of its registry names
         from growlm.ops import upcycle
 
         upcycle.check_source(source.config)  # an MoE source has no dense spec to check against
@@ -97,7 +98,7 @@ def check_bounds(
     n = source.config.get(spec.keys.layers)
     if not isinstance(n, int) or n < 1:
         raise CorruptCheckpoint(f"config.json has no valid {spec.keys.layers}: {n!r}")
-    widens = "clone-width" in op.split("+")  # its --factor multiplies the width, not the depth
+    widens = _widens_by_factor(op)  # its --factor multiplies the width, not the depth
     depth = _target_layers(
         n, {k: v for k, v in params.items() if k != "factor"} if widens else params
     )
@@ -145,6 +146,17 @@ def check_bounds(
         "the grown model",
         f"{human_bytes(estimate)} estimated from the source and the requested size: free space, "
         "choose another OUT or grow less",
+    )
+
+
+def _widens_by_factor(op: str) -> bool:
+    """Whether ``op`` (any registry name) has a width operator whose --factor multiplies the
+    width (clone-width)."""
+    from growlm.ops.registry import get_operator_entry
+
+    return any(
+        (entry := get_operator_entry(part)) is not None and entry.width_fill == "clone"
+        for part in op.split("+")
     )
 
 

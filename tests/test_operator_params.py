@@ -110,3 +110,13 @@ def test_zero_and_negative_values_are_refused_in_one_line(tiny_dir, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"error: {needle}"
     assert not (tmp_path / "out").exists()
+
+
+def test_size_bounds_know_operators_by_any_registry_name(tiny_dir, capsys):
+    """clone-width's --factor widens (bounded as a width) under its alias too."""
+    code = main(
+        ["grow", str(tiny_dir("llama")), "--op", "hypercloning", "--factor", "100000000",
+         "--dry-run"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "clone-width --factor 100000000: the hidden size would pass" in err, err
