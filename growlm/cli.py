@@ -18,23 +18,16 @@ from growlm.errors import GrowlmError, Terminated, os_error
 
 
 def _grow(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from growlm.grow import GrowOptions, grow
     from growlm.ops.registry import all_params
 
     params = {name: getattr(args, name) for name in all_params()}
-    options = GrowOptions(
-        dtype=args.dtype,
-        dry_run=args.dry_run,
-        check=args.check,
-        force=args.force,
-        seed=args.seed,
-        shard_size=args.shard_size,
-        data=args.data,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        router_data=args.router_data,
-        progress=None if args.json else _map_progress(args.steps),
-    )
+    # every option but progress is a flag of the same name
+    given = {f.name: getattr(args, f.name) for f in fields(GrowOptions) if f.name != "progress"}
+    progress = None if args.json else _map_progress(args.steps)
+    options = GrowOptions(**given, progress=progress)
     report = grow(args.src, args.out, args.op, params, options).to_json()
     if args.json:
         print(json.dumps(report))
