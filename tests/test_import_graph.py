@@ -120,7 +120,8 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_every_module_imports_in_reverse_order_in_a_fresh_interpreter():
     """Reverse order imports leaves before the modules that use them: a hidden order dependence
     (a module that only works once another has been imported) fails here."""
-    names = sorted(MODULES, reverse=True)
+    # a __main__ module is a script: importing it runs the command line
+    names = sorted((m for m in MODULES if not m.endswith(".__main__")), reverse=True)
     code = "import importlib\nfor name in {names!r}:\n    importlib.import_module(name)\n"
     result = subprocess.run(
         [sys.executable, "-c", code.format(names=names)],
