@@ -231,10 +231,13 @@ def test_growth_plans_on_meta_tensors():
         ({"factor": 2.5}, "factor must be an integer >= 2, got 2.5"),
         ({"factor": 1}, "factor must be an integer >= 2, got 1"),
         ({"factor": True}, "factor must be an integer >= 2, got True"),
-        ({}, "mixture-growth needs factor"),
-        ({"factor": 2, "coef_scale": -1}, "coef_scale must be >= 0"),
-        ({"factor": 2, "coef_scale": float("nan")}, "coef_scale must be a finite number"),
-        ({"factor": 2, "hidden_size": 64}, "unknown parameter 'hidden_size'"),
+        ({}, "mixture-growth needs --factor N"),
+        ({"factor": 2, "coef_scale": -1}, "--coef-scale must be a finite number >= 0, got -1"),
+        (
+            {"factor": 2, "coef_scale": float("nan")},
+            "--coef-scale must be a finite number >= 0, got nan",
+        ),
+        ({"factor": 2, "hidden_size": 64}, "--hidden-size does not apply to mixture-growth"),
         ({"factor": 1 << 20}, "the hidden size would pass"),
     ],
 )

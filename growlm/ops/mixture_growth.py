@@ -31,7 +31,6 @@ stage after training with ``model.templates``); ``growlm grow`` on a folder refu
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -63,25 +62,15 @@ def applies(config: Any, op: str) -> bool:
 
 
 def check_params(params: dict[str, Any]) -> tuple[int, float]:
-    """(factor, coef_scale) of a stage's parameters, or one line naming the bad one."""
-    extra = sorted(set(params) - {"factor", "coef_scale"})
-    if extra:
-        raise InvalidGrowth(
-            f"{NAME}: unknown parameter {extra[0]!r} (its parameters: factor, coef_scale)"
-        )
-    factor = params.get("factor")
-    if factor is None:
-        raise InvalidGrowth(f"{NAME} needs factor: an integer >= 2 (every width x factor)")
-    if isinstance(factor, bool) or not isinstance(factor, int | float) or factor != int(factor):
-        raise InvalidGrowth(f"{NAME} factor must be an integer >= 2, got {factor!r}")
-    if factor < 2:
-        raise InvalidGrowth(f"{NAME} factor must be an integer >= 2, got {factor!r}")
-    scale = params.get("coef_scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise InvalidGrowth(f"{NAME} coef_scale must be a finite number >= 0, got {scale!r}")
-    if scale < 0:
-        raise InvalidGrowth(f"{NAME} coef_scale must be >= 0, got {scale!r}")
-    return int(factor), float(scale)
+    """(factor, coef_scale) of a stage's parameters, checked against the registry's
+    declarations (one line naming the bad one)."""
+    from growlm.ops.params import check_params as check_declared
+    from growlm.ops.params import with_defaults
+    from growlm.ops.registry import get_operator
+
+    op = get_operator(NAME)
+    full = with_defaults(op, check_declared([op], params))
+    return int(full["factor"]), float(full["coef_scale"])
 
 
 def grow_state(

@@ -64,8 +64,8 @@ NEW_TOKENS = Param(
     "key/value parameter tokens added to every Pattention (TokenFormer)",
     integer(1),
 )
-# MixtureGrowth checks these itself (growlm.ops.mixture_growth.check_params): template models
-# grow in the trainer only, and the planner refuses the operator on a checkpoint first
+# MixtureGrowth: template models grow in the trainer only (growlm.ops.mixture_growth checks
+# these declarations there); the planner refuses the operator on a checkpoint first
 MIXTURE_FACTOR = Param(
     "factor", int, "MixtureGrowth: every width x N (template models)", integer(2), metavar="N"
 )
@@ -257,6 +257,7 @@ OPERATORS: tuple[Operator, ...] = (
         (MIXTURE_FACTOR, COEF_SCALE),
         ("mixturegrowth", "template-mixing"),
         width_fill="templates",
+        required=("factor",),
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
