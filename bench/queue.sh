@@ -15,4 +15,5 @@ export HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
 step() { echo "[queue] $(date -u +%FT%TZ) $*"; "$@"; }
 step "$PY" bench/compute_optimal.py          # issue 19: IsoFLOP + growth at N_opt, 3 seeds
 step "$PY" bench/demo_seeds.py               # the demo's figures, 3 seeds + control
+step "$PY" bench/upcycle.py --seeds 0 1      # issue 16: upcycling at equal active FLOPs
 echo "[queue] $(date -u +%FT%TZ) done"
