@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+from resumable import Runs  # bench/resumable.py (bench/ is on sys.path: the script's folder)
 
 from growlm.analysis.compare import compare_runs
 from growlm.analysis.params import ModelSpec, count_params
@@ -197,55 +198,40 @@ def whole_steps(s: Setting, tokens: float) -> int:
 class Bench:
     def __init__(self, s: Setting, out: Path):
         self.s, self.out = s, out
-        self.arms_dir = out / "arms"
-        self.arms_dir.mkdir(parents=True, exist_ok=True)
-        self.trained_now = 0
+        self.runs = Runs(out)
         self.data, self.corpus = data_section(s)
 
     def arm(self, name: str, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         """Train (or resume, or skip) one arm; its JSON: shape, params, tokens, FLOPs, lr, seed,
         eval curve."""
-        done = self.arms_dir / f"{name}.json"
-        if done.exists():
-            result: dict[str, Any] = json.loads(done.read_text())
-            return result
-        from growlm.train.loop import train
-        from growlm.train.recipe import recipe_from_dict
 
-        run_dir = self.out / "runs" / name
-        started = time.time()
-        train(recipe_from_dict(json.loads(json.dumps(raw)), []), run_dir, resume=True)
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        curve = [
-            {k: r[k] for k in ("step", "stage", "tokens", "flops", "attn_flops", "val_loss")}
-            for r in records
-            if r.get("val_loss") is not None
-        ]
-        last = records[-1]
-        result = {
-            **meta,
-            "name": name,
-            "run_dir": str(run_dir),
-            "seed": raw["seed"],
-            "lr": raw["optim"]["lr"],
-            "precision": resolve_precision(
-                raw["run"]["precision"], SimpleNamespace(**raw["model"]["config"])
-            ),
-            "model": raw["model"]["config"],
-            "stages": raw["stages"],
-            "tokens": last["tokens"],
-            "flops": last["flops"],
-            "attn_flops": last["attn_flops"],
-            "final_val_loss": curve[-1]["val_loss"],
-            "wall_s_this_session": round(time.time() - started, 2),
-            "tokens_per_s_median": float(np.median([r["tokens_per_s"] for r in records])),
-            "eval_curve": curve,
-        }
-        write_text_atomic(done, json.dumps(result, indent=1) + "\n")
-        self.trained_now += 1
-        print(f"arm {name}: val {result['final_val_loss']:.4f}, {result['flops']:.3g} FLOPs, "
-              f"{result['wall_s_this_session']:.1f}s", flush=True)  # fmt: skip
-        return result
+        def summary(run_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+            curve = [
+                {k: r[k] for k in ("step", "stage", "tokens", "flops", "attn_flops", "val_loss")}
+                for r in records
+                if r.get("val_loss") is not None
+            ]
+            last = records[-1]
+            return {
+                **meta,
+                "name": name,
+                "run_dir": str(run_dir),
+                "seed": raw["seed"],
+                "lr": raw["optim"]["lr"],
+                "precision": resolve_precision(
+                    raw["run"]["precision"], SimpleNamespace(**raw["model"]["config"])
+                ),
+                "model": raw["model"]["config"],
+                "stages": raw["stages"],
+                "tokens": last["tokens"],
+                "flops": last["flops"],
+                "attn_flops": last["attn_flops"],
+                "final_val_loss": curve[-1]["val_loss"],
+                "tokens_per_s_median": float(np.median([r["tokens_per_s"] for r in records])),
+                "eval_curve": curve,
+            }
+
+        return self.runs.run(name, raw, summary)
 
     # ---- arms ------------------------------------------------------------------------------
     def scratch(self, width: int, seed: int, lr: float) -> dict[str, Any]:
@@ -432,8 +418,8 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
             "guideline needs timing sweeps at two or more sizes to fit alpha",
         },
         "growth": growth,
-        "arms_trained_this_invocation": b.trained_now,
-        "arm_files": str(b.arms_dir),
+        "arms_trained_this_invocation": b.runs.trained_now,
+        "arm_files": str(b.runs.arms_dir),
     }
 
 

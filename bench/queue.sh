@@ -15,6 +15,7 @@ export HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
 step() { echo "[queue] $(date -u +%FT%TZ) $*"; "$@"; }
 step "$PY" bench/compute_optimal.py          # issue 19: IsoFLOP + growth at N_opt, 3 seeds
 step "$PY" bench/demo_seeds.py               # the demo's figures, 3 seeds + control
+step "$PY" bench/upcycle.py --seeds 0 1      # issue 16: upcycling at equal active FLOPs
 # issue 17: HyperCloning, MixtureGrowth and TokenFormer rows, 2 seeds; their reference rows
 # (scratch, direct-width, direct-depth, tokenformer-scratch) run too, 14 runs in all
 step "$PY" bench/operator_table.py --rows clone-width,mixture-growth,param-tokens --seeds 0 1

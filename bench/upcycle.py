@@ -10,12 +10,17 @@ its experts plus the router):
   scratch    the same Mixtral config, randomly initialised
 Each arm's validation loss vs FLOPs is written to bench/results/upcycle.json (with the command,
 date, git revision and machine) and plotted to bench/results/upcycle.png; the summary gives per
-arm the mean final validation loss over seeds, the spread and a 95% t-interval.
+arm its final validation loss on every seed, and mean, sd and 95% t-interval over seeds
+(growlm.analysis.seeds.across_seeds), and the same for each MoE arm's gap to dense continued
+and upcycled minus scratch, seed by seed.
 
-    python bench/upcycle.py --quick             # tiny: 1 seed, seconds per arm, to a temp folder
-    python bench/upcycle.py --seeds 0 1 2       # the measured run (hours on 2 CPU cores)
+Resumable, as bench/compute_optimal.py: the runs go one after another in this process; each
+finished run (the dense stage included) writes OUT/arms/<run>-s<seed>.json and is skipped on a
+rerun; an unfinished one resumes from its last checkpoint (growlm's own resume); an upcycled
+folder is reused when complete (grow writes it atomically, growth record last).
 
-Run it under the shared CPU lock: ``flock /work/helpers/cpu.lock python bench/upcycle.py``.
+    python bench/upcycle.py --quick --out /tmp/up --results /tmp/up.json   # tiny, ~1 minute
+    flock /work/helpers/cpu.lock python bench/upcycle.py --seeds 0 1        # hours on 2 cores
 """
 
 from __future__ import annotations
@@ -23,18 +28,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from resumable import Runs  # noqa: E402  (bench/resumable.py: bench/ is the script's folder)
+
+from growlm.analysis.seeds import across_seeds  # noqa: E402
+from growlm.io.atomic import write_text_atomic  # noqa: E402
 
 FULL = {
     "model": {
@@ -53,16 +60,24 @@ FULL = {
     "seq_len": 128,
     "micro": 32,
     "vocab": 2048,
+    "warmup": 20,
+    "eval_every": 20,
+    "eval_sequences": 64,
+    "checkpoint_every": 100,  # steps; an interrupted run resumes from its last checkpoint
 }
 QUICK = {
     **FULL,
-    "model": {**FULL["model"], "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2},
+    "model": {**FULL["model"], "hidden_size": 32, "intermediate_size": 96, "num_hidden_layers": 2},
     "experts": 4,
-    "dense_tokens": 16 * 64 * 20,
-    "moe_tokens": 16 * 64 * 20,
-    "seq_len": 64,
-    "micro": 16,
+    "dense_tokens": 8 * 32 * 8,
+    "moe_tokens": 8 * 32 * 8,
+    "seq_len": 32,
+    "micro": 8,
     "vocab": 512,
+    "warmup": 2,
+    "eval_every": 4,
+    "eval_sequences": 8,
+    "checkpoint_every": 4,
 }
 ARMS = ("dense", "upcycle", "drop-0.5", "scratch")
 
@@ -84,26 +99,42 @@ def recipe(
         "optim": {
             "lr": 1.0e-3,
             "min_lr_ratio": 0.1,
-            "warmup_steps": 20,
+            "warmup_steps": s["warmup"],
             "micro_batch_size": s["micro"],
         },
         "run": {
             "precision": "fp32",
-            "eval_every": 20,
-            "eval_sequences": 64,
-            "checkpoint_every": 0,
+            "eval_every": s["eval_every"],
+            "eval_sequences": s["eval_sequences"],
+            "checkpoint_every": s["checkpoint_every"],
+            "keep_checkpoints": 1,
             "progress": False,
         },
         "stages": [{"name": "train", "tokens": tokens}],
     }
 
 
-def run(raw: dict[str, Any], out: Path) -> list[dict[str, Any]]:
-    from growlm.train.loop import train
-    from growlm.train.recipe import recipe_from_dict
+def train_run(runs: Runs, name: str, raw: dict[str, Any], arm: str) -> dict[str, Any]:
+    """Train (or resume, or skip) one run; its JSON: tokens, FLOPs, validation curve, final
+    validation and aux loss, the exported model folder."""
 
-    train(recipe_from_dict(raw, [], ROOT / "recipes"), out)
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    def summary(folder: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        curve = [(r["flops"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+        return {
+            "arm": arm,
+            "name": name,
+            "seed": raw["seed"],
+            "export": str(folder / "final"),
+            "tokens": rows[-1]["tokens"],
+            "flops": rows[-1]["flops"],
+            "curve": curve,
+            "final_val_loss": curve[-1][1],
+            "final_aux_loss": next(
+                (r["aux_loss"] for r in reversed(rows) if "aux_loss" in r), None
+            ),
+        }
+
+    return runs.run(name, raw, summary, ROOT / "recipes")
 
 
 def active_params(folder: Path) -> int:
@@ -115,24 +146,28 @@ def active_params(folder: Path) -> int:
     return count(model, model.config)
 
 
-def export_of(out: Path) -> Path:
-    """The exported model folder of a one-stage run."""
-    found = [p for p in out.iterdir() if (p / "config.json").is_file() and p.name != "checkpoints"]
-    assert found, out
-    return found[0]
+def complete(folder: Path) -> bool:
+    """An upcycled folder from an earlier invocation (grow renames it into place, complete)."""
+    from growlm.grow import RECORD
+
+    return (folder / RECORD).is_file()
 
 
-def seed_run(s: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
+def seed_run(s: dict[str, Any], runs: Runs, seed: int) -> dict[str, Any]:
     from growlm.grow import GrowOptions, grow
 
     step = s["micro"] * s["seq_len"]
     dense_model = {"type": "llama", "config": s["model"]}
-    run(recipe(s, seed, "dense-stage", s["dense_tokens"], dense_model), work / "dense-stage")
-    dense = export_of(work / "dense-stage")
-    moe = work / "moe-r0"
+    raw = recipe(s, seed, "dense-stage", s["dense_tokens"], dense_model)
+    stage = train_run(runs, f"dense-stage-s{seed}", raw, "dense-stage")
+    dense = Path(stage["export"])
+    moe = runs.work / "grown" / f"moe-r0-s{seed}"
+    drop = runs.work / "grown" / f"moe-r0.5-s{seed}"
     arms = {"experts": s["experts"], "top_k": s["top_k"]}
-    grow(dense, moe, "upcycle", arms, GrowOptions(seed=seed))
-    grow(dense, work / "moe-r0.5", "upcycle", {**arms, "drop_ratio": 0.5}, GrowOptions(seed=seed))
+    if not complete(moe):
+        grow(dense, moe, "upcycle", arms, GrowOptions(seed=seed))
+    if not complete(drop):
+        grow(dense, drop, "upcycle", {**arms, "drop_ratio": 0.5}, GrowOptions(seed=seed))
     n_dense, n_moe = active_params(dense), active_params(moe)
     budget = 6.0 * n_moe * s["moe_tokens"]  # active training FLOPs, equal for every arm
     dense_tokens = max(step, round(budget / (6.0 * n_dense) / step) * step)
@@ -148,56 +183,64 @@ def seed_run(s: dict[str, Any], seed: int, work: Path) -> dict[str, Any]:
     arms = {
         "dense": ({"init": str(dense)}, dense_tokens),
         "upcycle": ({"init": str(moe)}, s["moe_tokens"]),
-        "drop-0.5": ({"init": str(work / "moe-r0.5")}, s["moe_tokens"]),
+        "drop-0.5": ({"init": str(drop)}, s["moe_tokens"]),
         "scratch": (scratch_model, s["moe_tokens"]),
     }
-    out: dict[str, Any] = {"active_params": {"dense": n_dense, "moe": n_moe}, "arms": {}}
+    out: dict[str, Any] = {
+        "active_params": {"dense": n_dense, "moe": n_moe},
+        "dense_stage": {k: stage[k] for k in ("tokens", "flops", "final_val_loss")},
+        "arms": {},
+    }
     for arm, (model, tokens) in arms.items():
-        rows = run(recipe(s, seed, arm, tokens, model), work / arm)
-        curve = [(r["flops"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+        result = train_run(runs, f"{arm}-s{seed}", recipe(s, seed, arm, tokens, model), arm)
         out["arms"][arm] = {
-            "tokens": tokens,
-            "curve": curve,
-            "final_val_loss": curve[-1][1],
-            "final_aux_loss": next(
-                (r["aux_loss"] for r in reversed(rows) if "aux_loss" in r), None
-            ),
+            k: result[k] for k in ("tokens", "flops", "curve", "final_val_loss", "final_aux_loss")
         }
     return out
 
 
-def t_interval(values: list[float]) -> list[float] | None:
-    if len(values) < 2:
-        return None
-    t95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}.get(len(values) - 1, 2.0)
-    half = t95 * statistics.stdev(values) / math.sqrt(len(values))
-    mean = statistics.mean(values)
-    return [mean - half, mean + half]
+def summarise(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Every seed's final validation loss per arm, and across seeds: each arm, each MoE arm's
+    gap to dense continued, upcycled minus scratch (paired by seed; negative: lower loss)."""
+
+    def final(arm: str) -> list[float]:
+        return [run["arms"][arm]["final_val_loss"] for run in per_seed.values()]
+
+    def gap(a: str, b: str) -> dict[str, Any]:
+        return across_seeds([x - y for x, y in zip(final(a), final(b), strict=True)])
+
+    return {
+        "seeds": list(per_seed),
+        "final_val_loss": {
+            arm: {
+                "per_seed": dict(zip(per_seed, final(arm), strict=True)),
+                **across_seeds(final(arm)),
+            }
+            for arm in ARMS
+        },
+        "minus_dense": {arm: gap(arm, "dense") for arm in ARMS if arm != "dense"},
+        "upcycle_minus_scratch": gap("upcycle", "scratch"),
+        "drop_minus_upcycle": gap("drop-0.5", "upcycle"),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny setting, one seed, temp output")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "upcycle.json")
+    p.add_argument("--quick", action="store_true", help="tiny setting (about a minute)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 (--quick: 0)")
+    p.add_argument("--out", type=Path, help="work folder (default bench/work/upcycle[_quick])")
+    p.add_argument("--results", type=Path, help="results JSON (default bench/results/)")
+    p.add_argument("--no-plots", action="store_true")
     args = p.parse_args()
     s = QUICK if args.quick else FULL
-    seeds = [0] if args.quick else args.seeds
-    out = Path(tempfile.mkdtemp()) / "upcycle.json" if args.quick else args.out
+    seeds = args.seeds or ([0] if args.quick else [0, 1])
+    suffix = "_quick" if args.quick else ""
+    work = args.out or ROOT / "bench" / "work" / f"upcycle{suffix}"
+    out = args.results or ROOT / "bench" / "results" / f"upcycle{suffix}.json"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    per_seed = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            per_seed[seed] = seed_run(s, seed, Path(tmp) / f"seed{seed}")
-    summary = {}
-    for arm in ARMS:
-        finals = [per_seed[sd]["arms"][arm]["final_val_loss"] for sd in seeds]
-        summary[arm] = {
-            "mean": statistics.mean(finals),
-            "spread": max(finals) - min(finals),
-            "t95": t_interval(finals),
-            "per_seed": finals,
-        }
+    runs = Runs(work)
+    per_seed = {seed: seed_run(s, runs, seed) for seed in seeds}
+    summary = summarise(per_seed)
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {
         "command": "python bench/upcycle.py " + " ".join(sys.argv[1:]),
@@ -208,11 +251,14 @@ def main() -> None:
         "seeds": seeds,
         "summary": summary,
         "runs": per_seed,
+        "runs_trained_this_invocation": runs.trained_now,
+        "arm_files": str(runs.arms_dir),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, out.with_suffix(".png"))
-    print(json.dumps(summary, indent=1))
+    write_text_atomic(out, json.dumps(result, indent=1) + "\n")
+    if not args.no_plots:
+        plot(result, out.with_suffix(".png"))
+    print(json.dumps({arm: v["per_seed"] for arm, v in summary["final_val_loss"].items()}))
     print(f"wrote {out}")
 
 
@@ -235,6 +281,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""MoE training in ``growlm train``: the router statistics and losses by hand, and an upcycle
-stage of a recipe end to end (aux loss, z-loss and expert load in the metrics, FLOPs on active
-parameters)."""
+"""MoE training in ``growlm train``: the router statistics and losses by hand, the export's hub
+layout, and an upcycle stage of a recipe end to end (aux loss, z-loss and expert load in the
+metrics, FLOPs on active parameters, the export named as ``grow --op upcycle`` names it)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_models import make_model
+from tiny_models import make_model, save_model
 
+from growlm.grow import grow
+from growlm.io.checkpoint import SourceCheckpoint
 from growlm.ops.in_memory import grow_tensors
+from growlm.train.checkpoint import export_hf
 from growlm.train.distributed import DistContext
 from growlm.train.loop import train
-from growlm.train.moe import RouterTap, active_params, moe_spec, router_tap
+from growlm.train.moe import (
+    RouterTap,
+    active_params,
+    hub_layout,
+    module_layout,
+    moe_spec,
+    router_tap,
+)
 from growlm.train.recipe import recipe_from_dict
 
 RECIPES = Path(__file__).parents[1] / "recipes"
@@ -82,6 +92,60 @@ def test_active_params_count_top_k_experts():
     assert active_params(moe, conf) == sum(p.numel() for p in model.parameters()) + 3 * 4 * 32
 
 
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (single file or sharded with an index)."""
+    ckpt = SourceCheckpoint(folder)
+    return {name: ckpt.get(name) for name in ckpt.names}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])  # mixtral, qwen2_moe, qwen3_moe
+def test_export_writes_the_hub_layout_upcycle_writes(tmp_path, family):
+    """A stage export of an MoE (experts fused in memory) writes what ``grow --op upcycle``
+    writes for the same model: the same tensor names, bitwise the same tensors; transformers
+    loads it back to bitwise the same fp32 logits."""
+    from transformers import AutoModelForCausalLM
+
+    grown = tmp_path / "grown"
+    grow(save_model(family, tmp_path / "src"), grown, "upcycle", {"experts": 4, "top_k": 2})
+    model = AutoModelForCausalLM.from_pretrained(str(grown)).eval()
+    state = dict(model.state_dict())
+    assert "model.layers.1.mlp.experts.gate_up_proj" in state  # fused in memory
+    (tmp_path / "tok").mkdir()
+    folder = export_hf(tmp_path / "export", model.config, state, tmp_path / "tok")
+    want, got = _weights(grown), _weights(folder)
+    assert sorted(got) == sorted(want)
+    assert [n for n in want if not torch.equal(got[n], want[n])] == []
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_hub_layout_inverts_module_layout_without_copies():
+    model = make_model("qwen2")
+    conf, hub, _ = grow_tensors(model.config, dict(model.state_dict()), "upcycle",
+                                {"experts": 3, "top_k": 2})  # fmt: skip
+    fused = module_layout(conf, hub)
+    back = hub_layout(conf, fused)
+    assert list(back) != list(fused) and sorted(back) == sorted(hub)
+    assert [n for n in hub if not torch.equal(back[n], hub[n])] == []
+    storage = fused["model.layers.0.mlp.experts.gate_up_proj"].untyped_storage().data_ptr()
+    for e in range(3):  # views of the fused tensor: an export holds no second copy
+        for role in ("gate", "up"):
+            view = back[f"model.layers.0.mlp.experts.{e}.{role}_proj.weight"]
+            assert view.untyped_storage().data_ptr() == storage
+
+
+def test_dense_export_is_the_state_dict(tmp_path):
+    model = make_model("llama-tied")
+    state = dict(model.state_dict())
+    assert hub_layout(model.config, state) is state
+    (tmp_path / "tok").mkdir()
+    got = _weights(export_hf(tmp_path / "export", model.config, state, tmp_path / "tok"))
+    assert sorted(got) == sorted(n for n in state if n != "lm_head.weight")  # tied head dropped
+    assert [n for n in got if not torch.equal(got[n], state[n])] == []
+
+
 def test_recipe_with_an_upcycle_stage(tmp_path, monkeypatch):
     monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
     raw = yaml.safe_load((RECIPES / "stack-upcycle.yaml").read_text())
@@ -114,3 +178,9 @@ def test_recipe_with_an_upcycle_stage(tmp_path, monkeypatch):
 
     exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "run" / "moe"))
     assert exported.config.model_type == "mixtral"
+    # the export is named as growlm grow --op upcycle names the same growth of the stage before
+    grown = tmp_path / "grown"
+    grow(tmp_path / "run" / "stacked", grown, "upcycle", raw["stages"][2]["grow"]["params"])
+    assert sorted(SourceCheckpoint(tmp_path / "run" / "moe").names) == sorted(
+        SourceCheckpoint(grown).names
+    )

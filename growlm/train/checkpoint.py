@@ -40,6 +40,7 @@ from growlm.io.atomic import atomic_dir, remove_dir
 from growlm.io.diskspace import checkpoint_bytes, require_free
 from growlm.io.faults import fault_point
 from growlm.train.model import build_model, load_config, param_count
+from growlm.train.moe import hub_layout
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -214,10 +215,11 @@ def export_hf(
     card: str | None = None,
 ) -> Path:
     """Write a loadable HF checkpoint (safetensors, config, generation config, tokenizer and
-    the model card ``card``) atomically."""
+    the model card ``card``) atomically; an MoE's experts in the hub layout (one tensor per
+    expert, as ``grow --op upcycle`` writes them)."""
     try:
         with atomic_dir(folder, folder.parent / f".tmp-{folder.name}", durable=True) as tmp:
-            state = dict(model_state)
+            state = hub_layout(config, dict(model_state))
             if getattr(config, "tie_word_embeddings", False):
                 state.pop("lm_head.weight", None)
             save_file(_contiguous(state), str(tmp / "model.safetensors"), metadata={"format": "pt"})

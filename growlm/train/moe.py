@@ -1,10 +1,11 @@
 """Mixture-of-Experts models in the trainer: the in-memory layout, router statistics and the
 auxiliary losses.
 
-On disk (and in plans) an MoE keeps the hub layout, one tensor per expert; transformers 5 holds
+Plans and exports keep the hub layout, one tensor per expert (training checkpoints hold the
+in-memory one); transformers 5 holds
 the experts fused, ``gate_up_proj`` [E, 2I, H] and ``down_proj`` [E, H, I]. ``module_layout``
 turns the one into the other, for weights and AdamW moments alike (a moment is laid out as its
-weight).
+weight); ``hub_layout`` turns it back for a stage's export.
 
 Router statistics come from forward hooks on the routers (``RouterTap``): the router logits of
 every MoE layer, [tokens, E]. From them, per step:
@@ -38,6 +39,13 @@ def moe_spec(config: Any) -> MoeSpec | None:
     return moe_spec_for_type(getattr(config, "model_type", None))
 
 
+def _expert_names(spec: MoeSpec, lp: str, n_exp: int) -> dict[str, list[str]]:
+    """Layer ``lp``'s hub-layout expert tensors by role (gate, up, down), one per expert."""
+    return {
+        role: [lp + tmpl.format(e=e) for e in range(n_exp)] for role, tmpl in spec.experts.items()
+    }
+
+
 def module_layout(config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hub layout (one tensor per expert) -> transformers' fused in-memory layout."""
     spec = moe_spec(config)
@@ -48,10 +56,7 @@ def module_layout(config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, to
     taken: set[str] = set()
     for i in range(int(config.num_hidden_layers)):
         lp = _LAYER.format(i=i)
-        names = {
-            role: [lp + tmpl.format(e=e) for e in range(n_exp)]
-            for role, tmpl in spec.experts.items()
-        }
+        names = _expert_names(spec, lp, n_exp)
         if names["gate"][0] not in tensors:
             continue
         gate_up = [
@@ -62,6 +67,34 @@ def module_layout(config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, to
         out[lp + spec.module_down] = torch.stack([tensors[d] for d in names["down"]])  # [E, H, I]
         out[lp + spec.module_router] = tensors[lp + spec.router]
         taken.update(*names.values(), {lp + spec.router})
+    for name, t in tensors.items():
+        if name not in taken:
+            out[name] = t
+    return out
+
+
+def hub_layout(config: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' fused in-memory layout -> the hub layout (one tensor per expert), the
+    inverse of ``module_layout``: what an export writes, so that tools reading published
+    checkpoints of the family read it. The expert tensors are views of the fused ones (no copy:
+    an export holds no second copy of the experts); a dense model's tensors are returned as is."""
+    spec = moe_spec(config)
+    if spec is None:
+        return tensors
+    out: dict[str, torch.Tensor] = {}
+    taken: set[str] = set()
+    for i in range(int(config.num_hidden_layers)):
+        lp = _LAYER.format(i=i)
+        fused = [lp + spec.module_gate_up, lp + spec.module_down, lp + spec.module_router]
+        if fused[0] not in tensors:
+            continue
+        gate_up, down, router = (tensors[n] for n in fused)  # [E, 2I, H], [E, H, I], [E, H]
+        ffn = gate_up.shape[1] // 2
+        parts = {"gate": gate_up[:, :ffn], "up": gate_up[:, ffn:], "down": down}
+        for role, names in _expert_names(spec, lp, gate_up.shape[0]).items():
+            out.update({name: parts[role][e] for e, name in enumerate(names)})
+        out[lp + spec.router] = router
+        taken.update(fused)
     for name, t in tensors.items():
         if name not in taken:
             out[name] = t
