@@ -19,4 +19,6 @@ step "$PY" bench/upcycle.py --seeds 0 1      # issue 16: upcycling at equal acti
 # issue 17: HyperCloning, MixtureGrowth and TokenFormer rows, 2 seeds; their reference rows
 # (scratch, direct-width, direct-depth, tokenformer-scratch) run too, 14 runs in all
 step "$PY" bench/operator_table.py --rows clone-width,mixture-growth,param-tokens --seeds 0 1
+# issue 19 item 0: tokens/s by width and precision, re-measured with nothing else running
+step "$PY" bench/small_model_speed.py --results bench/results/small_model_speed_queue.json
 echo "[queue] $(date -u +%FT%TZ) done"
