@@ -37,7 +37,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from resumable import Runs  # bench/resumable.py (bench/ is on sys.path: the script's folder)
+from resumable import Runs, metrics_file  # bench/resumable.py (bench/ is on sys.path)
 
 from growlm.analysis.compare import compare_runs
 from growlm.analysis.params import ModelSpec, count_params
@@ -196,9 +196,9 @@ def whole_steps(s: Setting, tokens: float) -> int:
 
 
 class Bench:
-    def __init__(self, s: Setting, out: Path):
+    def __init__(self, s: Setting, out: Path, keep: Path | None = None):
         self.s, self.out = s, out
-        self.runs = Runs(out)
+        self.runs = Runs(out, keep)
         self.data, self.corpus = data_section(s)
 
     def arm(self, name: str, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -305,10 +305,10 @@ def isoflop_fit(points: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def pair_stats(ref: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def pair_stats(ref: dict[str, Any], run: dict[str, Any], keep: Path | None) -> dict[str, Any]:
     """Equal-loss FLOPs speedup of ``run`` against ``ref`` (target-size evals, one spacing);
     None plus an upper bound when it never reaches ref's final loss."""
-    runs = [load_run(Path(ref["run_dir"]), "ref"), load_run(Path(run["run_dir"]), "run")]
+    runs = [load_run(metrics_file(ref, keep), "ref"), load_run(metrics_file(run, keep), "run")]
     summary = compare_runs(runs, levels=5, bootstrap=0)
     r, u = summary["runs"]["ref"], summary["runs"]["run"]
     bound = None
@@ -322,8 +322,8 @@ def pair_stats(ref: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(s: Setting, out: Path) -> dict[str, Any]:
-    b = Bench(s, out)
+def run(s: Setting, out: Path, keep: Path | None = None) -> dict[str, Any]:
+    b = Bench(s, out, keep)
     mid_lr = s.lr_grid[len(s.lr_grid) // 2]
     # a. IsoFLOP sweep
     iso = {w: b.scratch(w, 0, mid_lr) for w in s.widths}
@@ -338,7 +338,7 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
     # b. timing at N_opt (seed 0, middle lr)
     w0 = targets[0]
     timing = {share: b.grown(w0, 0, mid_lr, share) for share in s.timings}
-    timing_pairs = {share: pair_stats(iso[w0], a) for share, a in timing.items()}
+    timing_pairs = {share: pair_stats(iso[w0], a, b.runs.keep) for share, a in timing.items()}
     best_share = min(s.timings, key=lambda sh: timing[sh]["final_val_loss"])
     # c. growth at N_opt and 2 N_opt
     growth: dict[str, Any] = {}
@@ -352,7 +352,7 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
         seeds = []
         for seed in range(s.seeds):
             sc, gr = b.scratch(w, seed, lr_s), b.grown(w, seed, lr_g, best_share)
-            p = pair_stats(sc, gr)
+            p = pair_stats(sc, gr, b.runs.keep)
             seeds.append({
                 "seed": seed, "scratch_final": sc["final_val_loss"],
                 "g_stack_final": gr["final_val_loss"], **p,
@@ -380,7 +380,7 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
             "controls_seed0": {
                 k: {
                     "final_val_loss": v["final_val_loss"],
-                    "vs_scratch": pair_stats(sc0, v),
+                    "vs_scratch": pair_stats(sc0, v, b.runs.keep),
                     "params": v["params"],
                 }
                 for k, v in controls.items()
@@ -420,6 +420,7 @@ def run(s: Setting, out: Path) -> dict[str, Any]:
         "growth": growth,
         "arms_trained_this_invocation": b.runs.trained_now,
         "arm_files": str(b.runs.arms_dir),
+        "kept_arms": None if b.runs.keep is None else str(b.runs.keep),
     }
 
 
@@ -458,6 +459,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny setting (< 2 minutes)")
     ap.add_argument("--out", type=Path, help="work folder (default bench/work/compute_optimal)")
     ap.add_argument("--results", type=Path, help="results JSON")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="folder in git for finished arms (default: bench/results/compute_optimal_arms; "
+        "--quick: none); a fresh clone skips the arms found there",
+    )
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args()
     s = QUICK if args.quick else FULL
@@ -465,7 +472,9 @@ def main() -> int:
     out = args.out or ROOT / "bench" / "work" / f"compute_optimal{suffix}"
     results = args.results or ROOT / "bench" / "results" / f"compute_optimal{suffix}.json"
     start = time.time()
-    result = run(s, out)
+    kept = ROOT / "bench" / "results" / "compute_optimal_arms"
+    keep = args.keep or (None if args.quick else kept)
+    result = run(s, out, keep)
     result = {
         "command": "python bench/compute_optimal.py" + (" --quick" if args.quick else ""),
         "date": time.strftime("%Y-%m-%d"),

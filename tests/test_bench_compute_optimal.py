@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_and_resumes(tmp_path):
-    out, res = tmp_path / "work", tmp_path / "co.json"
+    out, res, keep = tmp_path / "work", tmp_path / "co.json", tmp_path / "kept"
     cmd = [sys.executable, str(ROOT / "bench" / "compute_optimal.py"), "--quick", "--no-plots",
-           "--out", str(out), "--results", str(res)]  # fmt: skip
+           "--results", str(res), "--keep", str(keep)]  # fmt: skip
+    cmd_here = [*cmd, "--out", str(out)]
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(cmd_here, check=True, env=env, capture_output=True, timeout=300)
     r = json.loads(res.read_text())
     iso = r["isoflop"]
     assert len(iso["arms"]) == 5 and iso["fit"]["n_opt"] > 0
@@ -37,7 +38,49 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     curve = json.loads((out / "arms" / arms[0]).read_text())["eval_curve"]
     assert curve and all("val_loss" in c and "flops" in c for c in curve)
     # rerun: every finished arm is skipped, the results are the same
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    subprocess.run(cmd_here, check=True, env=env, capture_output=True, timeout=120)
     again = json.loads(res.read_text())
     assert again["arms_trained_this_invocation"] == 0
     assert again["growth"] == r["growth"] and again["isoflop"] == r["isoflop"]
+    # a fresh clone: no work folder, only the kept arms (result + compact metrics) from git
+    assert sorted(p.name for p in keep.glob("*.json")) == arms
+    subprocess.run([*cmd, "--out", str(tmp_path / "fresh")], check=True, env=env,
+                   capture_output=True, timeout=120)  # fmt: skip
+    fresh = json.loads(res.read_text())
+    assert fresh["arms_trained_this_invocation"] == 0
+    assert fresh["growth"] == r["growth"] and fresh["isoflop"] == r["isoflop"]
+
+
+def test_compact_metrics_keep_what_compare_reads(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from resumable import compact_metrics
+
+    from growlm.analysis.runs import load_run
+
+    rows, flops, tokens = [], 0.0, 0
+    for stage, rate, steps in (("base", 6.0e3, 7), ("grown", 2.4e4, 9)):
+        for i in range(steps):
+            tokens += 64
+            flops += rate * 64
+            row = {
+                "step": len(rows) + 1,
+                "stage": stage,
+                "tokens": tokens,
+                "flops": flops,
+                "attn_flops": 0.0,
+                "loss": 5.0 - 0.1 * len(rows),
+                "elapsed": 0.5 * len(rows),
+            }
+            if i % 3 == 2:
+                row["val_loss"] = 5.5 - 0.1 * len(rows)
+            rows.append(row)  # fmt: skip
+    full, short = tmp_path / "full.jsonl", tmp_path / "short.jsonl"
+    full.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = compact_metrics(rows)
+    short.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    assert len(kept) < len(rows)
+    a, b = load_run(full, "x"), load_run(short, "x")
+    assert a.boundaries == b.boundaries and a.stage_rate == b.stage_rate
+    assert a.stage_rate == pytest.approx({"base": 6.0e3, "grown": 2.4e4})
+    for axis in ("flops", "tokens", "val_loss"):
+        assert (getattr(a, axis) == getattr(b, axis)).all()

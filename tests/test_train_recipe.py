@@ -237,3 +237,13 @@ def test_resume_refuses_a_checkpoint_past_the_recipes_stages():
     raw["stages"] = raw["stages"][:1]
     with pytest.raises(InvalidRecipe, match=r"^stages: the stages already trained differ"):
         check_resumable(recipe_from_dict(raw, []), saved, 1, False, "OUT")
+
+
+def test_resume_reads_an_older_checkpoints_recipe_through_todays_schema():
+    """A checkpoint written before a field existed (here model.templates, at its default) is
+    resumable; a real difference beside it is still refused."""
+    saved = recipe_to_dict(load_recipe(TINY))
+    del saved["model"]["templates"]  # as recipes were saved before the field was added
+    check_resumable(load_recipe(TINY), saved, 0, False, "OUT")
+    with pytest.raises(InvalidRecipe, match=r"^model: differs"):
+        check_resumable(load_recipe(TINY, ["model.config.hidden_size=128"]), saved, 0, False, "OUT")

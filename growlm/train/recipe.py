@@ -7,6 +7,8 @@ them (docs/train.md carries the table).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from growlm.errors import InvalidRecipe
+from growlm.errors import GrowlmError, InvalidRecipe
 from growlm.train.schema import build, doc, yaml_problem
 
 RESERVED_STAGE_NAMES = ("final", "checkpoints", "tensorboard", "metrics.jsonl", "recipe.yaml")
@@ -576,8 +578,11 @@ def check_resumable(
     trained with (``saved``, from its checkpoint, which is in stage ``stage``, finished or not):
     seed, data, model and the stages already trained, with their optimisation, must be the
     same; the stage in progress may change only its optim (e.g. a lower lr after a numerical
-    fault)."""
+    fault). The saved recipe is read through today's schema first, so a field added since it
+    was written (at its default) is no difference."""
     current = recipe_to_dict(recipe)
+    with contextlib.suppress(GrowlmError):  # if no longer valid: compared as written (refused)
+        saved = recipe_to_dict(recipe_from_dict(copy.deepcopy(saved), []))
     for key in ("seed", "data", "model"):
         if saved.get(key) != current.get(key):
             raise InvalidRecipe(
