@@ -35,7 +35,10 @@ from growlm.io.resolve import resolve_model
 from growlm.io.safetensors_stream import nbytes, write_sharded
 from growlm.ops.growth_plan import GrowthPlan
 from growlm.ops.ligo_maps import parse_learn_op, vocab_rows
+from growlm.ops.mixture_growth import CHECKPOINT_REFUSAL
+from growlm.ops.params import check_params
 from growlm.ops.planning import plan_checkpoint
+from growlm.ops.registry import get_operator
 from growlm.preflight import check_bounds, check_grown_config, check_source
 
 LEARN_SEQ_LEN = 128
@@ -171,6 +174,10 @@ def grow(
         )
         out_path = output.check()
     check_source(source, op)
+    operators = [get_operator(part) for part in op.split("+")]
+    if any(o.width_fill == "templates" for o in operators):
+        raise InvalidGrowth(CHECKPOINT_REFUSAL)  # MixtureGrowth grows template models only
+    check_params(operators, params)  # every parameter as declared before anything reads it
     check_bounds(source, params, out_path, out_dtype, op)
     if parse_learn_op(op) is None:
         for flag, value in (

@@ -18,9 +18,9 @@ from growlm.io.checkpoint import SourceCheckpoint
 from growlm.io.diskspace import human_bytes, require_free
 from growlm.io.hf_config import check_shapes
 from growlm.ops.growth_plan import GrowthPlan
+from growlm.ops.params import MAX_WIDTH
 
 MAX_LAYERS = 4096  # deeper than any trained transformer by far; the plan is O(layers)
-MAX_WIDTH = 1 << 20  # hidden / intermediate size; width index maps are O(width)
 MAX_EXPERTS = 4096  # upcycle: the plan holds a tensor per expert and layer
 WIDTH_KEYS = {
     "hidden_size": "hidden",

@@ -379,7 +379,11 @@ def _(c):
     return clone(c, "--factor", "1")
 
 
-@case("grow: clone-width without factor", InvalidGrowth, "needs --factor N", "got None")
+@case(
+    "grow: clone-width without factor",
+    InvalidGrowth,
+    "clone-width needs --factor N (an integer >= 2: every width times N)",
+)
 def _(c):
     return clone(c)
 

@@ -120,3 +120,18 @@ def test_size_bounds_know_operators_by_any_registry_name(tiny_dir, capsys):
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and "clone-width --factor 100000000: the hidden size would pass" in err, err
+
+
+def test_the_python_api_checks_declared_types_before_anything_reads_them(tiny_dir, tmp_path):
+    """growlm.grow() with a value of the wrong type: one line (it was a TypeError from the size
+    bounds), and MixtureGrowth on a checkpoint is refused before any bound is computed."""
+    from growlm.grow import grow
+    from growlm.ops.mixture_growth import CHECKPOINT_REFUSAL
+
+    src, out = tiny_dir("llama"), tmp_path / "out"
+    with pytest.raises(InvalidGrowth, match=r"^--hidden-size must be a positive integer, got .128"):
+        grow(src, out, "direct-width", {"hidden_size": "128"})
+    with pytest.raises(InvalidGrowth) as info:
+        grow(src, out, "mixture-growth", {"factor": 64})
+    assert str(info.value) == CHECKPOINT_REFUSAL
+    assert not out.exists()

@@ -1,7 +1,7 @@
 """AdamW moments through every operator (``optimizer_state: carry``).
 
 Hand-computed cases: moments of all ones go through each operator and come out as the rules in
-growlm/ops/plan.py say (copied, zero for new, 1/c^p for the c copies of a split unit's own
+growlm/ops/growth_plan.py say (copied, zero for new, 1/c^p for the c copies of a split unit's own
 weights, 1/s^p for a weight rescaled by s). And the reason for those rules: for the exactly
 function-preserving Net2Net split, the carried first moment of a gradient equals the grown
 model's gradient, and the second moment its square."""

@@ -199,7 +199,7 @@ def learn_grow(
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
     """Grow with learned maps (G_learn / LiGO): returns (grown PretrainedConfig, grown weights in
-    each source tensor's dtype, report), like ``growlm.grow.grow_tensors``.
+    each source tensor's dtype, report), like ``growlm.ops.in_memory.grow_tensors``.
 
     ``op``: learn-depth, learn-width or learn-depth+learn-width. ``params``: factor (depth);
     hidden_size / intermediate_size / num_heads / num_kv_heads (width); steps and lr may be

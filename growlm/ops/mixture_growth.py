@@ -38,10 +38,10 @@ import torch
 from growlm.errors import InvalidGrowth
 from growlm.io.hf_config import config_object
 from growlm.models.templates import KEY, PREFIX, settings
+from growlm.ops.params import MAX_WIDTH
 
 NAME = "mixture-growth"
-MAX_HIDDEN = 1 << 20  # as growlm.preflight.MAX_WIDTH
-WIDTH_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
+GROWN_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
 CHECKPOINT_REFUSAL = (
     "mixture-growth grows a template model, which a checkpoint folder does not hold: train with "
     "model.templates in a growlm train recipe and grow in a later stage "
@@ -102,13 +102,13 @@ def grow_state(
     factor, scale = check_params(dict(params))
     count, grid = found
     hidden = int(cfg["hidden_size"])
-    if hidden * factor > MAX_HIDDEN:
-        raise InvalidGrowth(f"{NAME} factor {factor}: the hidden size would pass {MAX_HIDDEN}")
+    if hidden * factor > MAX_WIDTH:
+        raise InvalidGrowth(f"{NAME} factor {factor}: the hidden size would pass {MAX_WIDTH}")
     tied = bool(cfg.get("tie_word_embeddings", False))
 
     new_cfg = dict(cfg)
     new_cfg["head_dim"] = int(cfg.get("head_dim") or hidden // int(cfg["num_attention_heads"]))
-    for key in WIDTH_KEYS:
+    for key in GROWN_KEYS:
         new_cfg[key] = int(cfg[key]) * factor
     new_cfg[KEY] = {"count": count, "grid": grid * factor}
 

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from growlm.ops.registry import Operator
 
 
+MAX_WIDTH = 1 << 20  # hidden / intermediate size; width index maps are O(width)
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -57,6 +57,7 @@ CLONE_FACTOR = Param(
     integer(2),
     metavar="N",
     problem="clone-width needs --factor N, an integer >= 2 (every width times N), got {value!r}",
+    needs="an integer >= 2: every width times N",
 )
 NEW_TOKENS = Param(
     "new_tokens",
@@ -233,6 +234,7 @@ OPERATORS: tuple[Operator, ...] = (
         (CLONE_FACTOR, SNR_DB),
         ("hypercloning", "hyperclone"),
         width_fill="clone",
+        required=("factor",),
     ),
     # TokenFormer: one self-contained entry (width.token_maps)
     Operator(

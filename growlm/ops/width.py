@@ -94,7 +94,7 @@ def clone_shape(src: Shape, depth_op: Operator | None, p: dict[str, Any]) -> Sha
         )
     n = p.get("factor")
     if n is None:
-        raise get_operator("clone-width").param("factor").refuse(None)  # says: got None
+        raise get_operator("clone-width").param("factor").missing("clone-width")
     return Shape(
         hidden=src.hidden * n,
         ffn=src.ffn * n,
