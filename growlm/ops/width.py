@@ -154,6 +154,13 @@ class WidthGrowth:
     tied: bool
     snr_db: float = math.inf  # clone: noise of the +eta / -eta pairs
 
+    KINDS = ("direct", "zero", "random", "clone", "tokens")
+
+    def __post_init__(self) -> None:
+        # a new width operator's fill must be taught to _fill and preserving, not fall through
+        if self.kind not in self.KINDS:
+            raise ValueError(f"width fill {self.kind!r} is not one of {', '.join(self.KINDS)}")
+
     def steps(self, ts: TensorSpec, spec: ArchSpec, final_norm: bool = False) -> list[Step]:
         steps: list[Step] = []
         for dim, ax in enumerate(ts.axes):
