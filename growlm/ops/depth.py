@@ -22,7 +22,14 @@ LAYERS = Param(
     metavar="LIST",
     needs="comma-separated source layers, e.g. 0,1,2,1,2,3",
 )
-DROP = Param("drop", int, "SOLAR: layers dropped at the seam of each copy", integer(0), metavar="M")
+DROP = Param(
+    "drop",
+    int,
+    "SOLAR: layers dropped at the seam of each copy",
+    integer(0),
+    metavar="M",
+    needs="an integer >= 0: layers removed at the seam of each copy",
+)
 COPIES = Param("copies", int, "copies of the top block", integer(1), default=1)
 
 
