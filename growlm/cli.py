@@ -236,7 +236,12 @@ def _plugins() -> list[Callable[[Any], None]]:
     import importlib
 
     out: list[Callable[[Any], None]] = []
-    for module in ("growlm.train.cli", "growlm.analysis.cli", "growlm.eval.cli"):
+    for module in (
+        "growlm.train.cli",
+        "growlm.analysis.cli",
+        "growlm.eval.cli",
+        "growlm.models.tokenformer_convert",
+    ):
         try:
             out.append(importlib.import_module(module).add_parsers)
         except ImportError as e:

@@ -45,6 +45,10 @@ class OutputNotWritable(GrowlmError):
     """The output location cannot be written (permissions, read-only disk, a file in the way)."""
 
 
+class ConversionError(GrowlmError):
+    """A checkpoint of another codebase that cannot be converted as given (an option missing)."""
+
+
 class InvalidRecipe(GrowlmError):
     """A training recipe that cannot run."""
 

@@ -175,3 +175,46 @@ def test_tokenformer_trains_and_grows_in_a_recipe(tmp_path, monkeypatch):
     assert (s2["model_type"], s2["qkv_slot_num"], s2["ffn_slot_num"]) == ("tokenformer", 24, 40)
     w = load_file(str(out / "s2" / "model.safetensors"))
     assert w["model.layers.0.mlp.key_param_tokens"][32:].any()  # the new keys were trained
+
+
+def _step(model, ids, bf16: bool):
+    """One training step's loss and gradients (by parameter name)."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def test_tokenformer_trains_under_bf16_autocast():
+    """Every parameter gets a finite, nonzero gradient; loss within 1e-3 and each gradient
+    within 10% (relative L2) of fp32 (measured: 4e-5 and 3%)."""
+    model = make_model("tokenformer").train()
+    ids = torch.randint(3, 128, (2, 32), generator=torch.Generator().manual_seed(0))
+    loss32, grads32 = _step(model, ids, bf16=False)
+    loss16, grads16 = _step(model, ids, bf16=True)
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(grads16) == sorted(names) and len(names) == 46
+    assert torch.isfinite(loss16) and abs(loss16.item() - loss32.item()) < 1e-3
+    for name, g in grads16.items():
+        assert torch.isfinite(g).all() and g.abs().max() > 0, name
+        assert (g - grads32[name]).norm() <= 0.1 * grads32[name].norm(), name
+
+
+def test_compiled_tokenformer_step_matches_eager():
+    """The trainer's per-block torch.compile (run.compile): one fp32 step, loss and every
+    gradient within 1e-5 of eager (measured: equal loss, gradients 4e-7). ~25 s on 2 CPUs
+    with inductor's cache cold, ~5 s warm."""
+    from growlm.train.model import compile_blocks
+
+    eager = make_model("tokenformer").train()
+    compiled = copy.deepcopy(eager)
+    assert compile_blocks(compiled) == 3  # the 3 TokenFormerLayers
+    ids = torch.randint(3, 128, (2, 32), generator=torch.Generator().manual_seed(0))
+    loss_e, grads_e = _step(eager, ids, bf16=False)
+    loss_c, grads_c = _step(compiled, ids, bf16=False)
+    torch.testing.assert_close(loss_c, loss_e, rtol=0, atol=1e-5)
+    assert grads_c.keys() == grads_e.keys()
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=0, atol=1e-5)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import TOKENFORMER_SETS
 
 TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 SETS = [
@@ -47,19 +48,39 @@ def _train(
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+# per family: its --set items and a tensor only the grown model has (name, shape or None)
+FAMILY_RUNS = {
+    "llama": ([], "model.layers.3.mlp.down_proj.weight", None),  # stack x2: 4 layers
+    "tokenformer": (TOKENFORMER_SETS, "model.layers.1.mlp.key_param_tokens", (32 + 8, 32)),
+}
+
+
 @pytest.fixture(scope="module")
-def single(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+def single(tmp_path_factory):
+    """single(family) -> (root, run folder, metrics) of its one-process run (built once)."""
     root = tmp_path_factory.mktemp("dist")
-    records = _train(root / "one", root / "cache", 1, ["optim.grad_accum=2", "run.threads=1"])
-    return root, root / "one", records
+    runs: dict[str, tuple[Path, Path, list[dict]]] = {}
+
+    def get(family: str) -> tuple[Path, Path, list[dict]]:
+        if family not in runs:
+            one_dir = root / family / "one"
+            extra = [*FAMILY_RUNS[family][0], "optim.grad_accum=2", "run.threads=1"]
+            runs[family] = (root / family, one_dir, _train(one_dir, root / "cache", 1, extra))
+        return runs[family]
+
+    return get
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "tokenformer"])
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(single, parallel):
-    root, one_dir, one = single
+def test_two_processes_match_one(single, parallel, family):
+    """TokenFormer grows by param-tokens: its carried moments gain rows, sharded under FSDP2."""
+    sets, grown_name, grown_shape = FAMILY_RUNS[family]
+    root, one_dir, one = single(family)
     out = root / parallel
-    two = _train(out, root / "cache", 2, [f"run.parallel={parallel}", "run.threads=1"])
+    extra = [*sets, f"run.parallel={parallel}", "run.threads=1"]
+    two = _train(out, root.parent / "cache", 2, extra)
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 9))
     assert [r["tokens"] for r in two] == [r["tokens"] for r in one]
     for a, b in zip(one, two, strict=True):
@@ -73,7 +94,9 @@ def test_two_processes_match_one(single, parallel):
     assert got["model.embed_tokens.weight"].shape == ref["model.embed_tokens.weight"].shape
     worst = max((ref[k] - got[k]).abs().max().item() for k in ref)
     assert worst < 1e-4
-    assert "model.layers.3.mlp.down_proj.weight" in got
+    assert grown_name in got
+    if grown_shape is not None:
+        assert tuple(got[grown_name].shape) == grown_shape
     assert torch.isfinite(got["lm_head.weight"]).all()
 
 

@@ -4,16 +4,20 @@ precedes growth) and resumed with --resume ends bitwise equal to an uninterrupte
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_distributed import _resume_copy, _same_final
+from tiny_models import TOKENFORMER_SETS
 
 TINY = Path(__file__).parents[1] / "recipes" / "tiny.yaml"
 SETS = [
@@ -26,9 +30,9 @@ SETS = [
 ]
 
 
-def _command(out: Path, resume: bool) -> list[str]:
+def _command(out: Path, resume: bool, extra: Sequence[str] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "growlm.cli", "train", str(TINY), "--out", str(out)]
-    for item in SETS:
+    for item in [*SETS, *extra]:
         cmd += ["--set", item]
     return cmd + (["--resume"] if resume else [])
 
@@ -70,9 +74,13 @@ def _run_and_kill(out: Path, cache: Path, resume: bool, kill_at: int) -> list[st
     return sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
 
 
-def _finish(out: Path, cache: Path, resume: bool) -> None:
+def _finish(out: Path, cache: Path, resume: bool, extra: Sequence[str] = ()) -> None:
     result = subprocess.run(
-        _command(out, resume), env=_env(cache), capture_output=True, text=True, timeout=300
+        _command(out, resume, extra),
+        env=_env(cache),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -102,3 +110,32 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert [r["loss"] for r in got_log] == [r["loss"] for r in ref_log]
     assert [r.get("val_loss") for r in got_log] == [r.get("val_loss") for r in ref_log]
     assert got_log[-1]["flops"] == ref_log[-1]["flops"]
+
+
+@pytest.mark.slow
+def test_tokenformer_resumes_bitwise(tmp_path):
+    """A 2-layer TokenFormer in bf16 whose second stage grows by param-tokens with AdamW's
+    moments carried, stopped right after its checkpoint at the stage end (step 12: growth
+    happens on resume) or inside the grown stage (step 15) and resumed with --resume: bitwise
+    the same final weights and losses as the uninterrupted run."""
+    cache = tmp_path / "cache"
+    extra = [
+        *TOKENFORMER_SETS,
+        "stages.grown.optimizer_state=carry",
+        "run.keep_checkpoints=10",
+        "run.precision=bf16",
+    ]
+    reference = tmp_path / "ref"
+    _finish(reference, cache, resume=False, extra=extra)
+    ref_log = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ref_log] == list(range(1, 25))
+    assert all(math.isfinite(r["loss"]) for r in ref_log)
+    for cut in (12, 15):
+        resumed = tmp_path / f"resumed-{cut}"
+        _resume_copy(reference, resumed, cut)
+        _finish(resumed, cache, resume=True, extra=extra)
+        _same_final(reference, resumed)
+        got_log = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+        assert [r["loss"] for r in got_log] == [r["loss"] for r in ref_log]
+    grown = load_file(reference / "final" / "model.safetensors")
+    assert grown["model.layers.0.attention.query.key_param_tokens"].shape == (16 + 8, 32)

@@ -54,6 +54,15 @@ OWN: dict[str, dict[str, Any]] = {
 }
 FAMILIES = sorted(CONFIGS)
 
+# recipes/tiny.yaml as a 2-layer TokenFormer (hidden 32) whose second stage grows by
+# param-tokens: the ``--set`` items the training tests add for that family
+TOKENFORMER_SETS = [
+    "model.type=tokenformer",
+    "model.config={hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, "
+    "qkv_slot_num: 16, proj_slot_num: 16, ffn_slot_num: 32, max_position_embeddings: 256}",
+    "stages.grown.grow={op: param-tokens, new_tokens: 8}",
+]
+
 
 def make_model(family: str, seed: int = 0):
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -12,7 +12,7 @@ keys K [P, d_in] and values V [P, d_out]:
 Attention between tokens stays causal softmax attention over heads (rotary on the first
 ``rotary_pct`` of each head, GPT-NeoX style); LayerNorms with bias; sequential residuals; an
 untied head by default. The layout follows the official code (Haiyang-W/TokenFormer), read as
-reference; its released Megatron checkpoints are not converted here.
+reference; its released checkpoints convert exactly (``tokenformer_convert.py``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class TokenFormerAttention(nn.Module):
         ang = pos[:, None].float() * inv[None, :]  # [T, rot/2]
         cos, sin = torch.cat((ang, ang), -1).cos(), torch.cat((ang, ang), -1).sin()
         r, rest = x[..., : self.rot], x[..., self.rot :]
-        r = (r.float() * cos + _rotate_half(r.float()) * sin).to(x.dtype)
+        r = r.to(torch.promote_types(r.dtype, torch.float32))  # bf16 rotated in fp32
+        r = (r * cos + _rotate_half(r) * sin).to(x.dtype)
         return torch.cat((r, rest), dim=-1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
