@@ -305,7 +305,9 @@ def isoflop_fit(points: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
-def pair_stats(ref: dict[str, Any], run: dict[str, Any], keep: Path | None) -> dict[str, Any]:
+def pair_stats(
+    ref: dict[str, Any], run: dict[str, Any], keep: Path | None = None
+) -> dict[str, Any]:
     """Equal-loss FLOPs speedup of ``run`` against ``ref`` (target-size evals, one spacing);
     None plus an upper bound when it never reaches ref's final loss."""
     runs = [load_run(metrics_file(ref, keep), "ref"), load_run(metrics_file(run, keep), "run")]

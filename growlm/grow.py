@@ -38,7 +38,7 @@ from growlm.ops.ligo_maps import parse_learn_op, vocab_rows
 from growlm.ops.mixture_growth import CHECKPOINT_REFUSAL
 from growlm.ops.params import check_params
 from growlm.ops.planning import plan_checkpoint
-from growlm.ops.registry import get_operator
+from growlm.ops.registry import parse_ops
 from growlm.preflight import check_bounds, check_grown_config, check_source
 
 LEARN_SEQ_LEN = 128
@@ -174,7 +174,8 @@ def grow(
         )
         out_path = output.check()
     check_source(source, op)
-    operators = [get_operator(part) for part in op.split("+")]
+    learned = parse_learn_op(op)  # the combinations refused first (two depth operators, ...)
+    operators = learned.operators if learned else [o for o in parse_ops(op) if o is not None]
     if any(o.width_fill == "templates" for o in operators):
         raise InvalidGrowth(CHECKPOINT_REFUSAL)  # MixtureGrowth grows template models only
     check_params(operators, params)  # every parameter as declared before anything reads it
