@@ -103,7 +103,7 @@ def single(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["fsdp"])  # DDP: the dense tests; FSDP2 shards the experts
 def test_two_processes_match_one(recipe, single, parallel):
     root, one_dir, one = single
     two = _train(recipe, root / parallel, root / "cache", 2, [f"run.parallel={parallel}"])
@@ -174,7 +174,6 @@ def uninterrupted(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
 @pytest.mark.parametrize(
     "kill_at",
     [
-        "export.model@1",  # the dense stage's export: its checkpoint is written, the upcycle not
         "checkpoint.optimizer@2",  # inside the MoE stage's first checkpoint (step 4)
     ],
 )
