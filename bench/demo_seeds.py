@@ -7,7 +7,8 @@ seeds (growlm.analysis.seeds.across_seeds: a seed whose arm never reaches scratc
 enters at its bound, so the statistics become upper bounds and say so).
 
 Resumable: the demo reuses finished runs and resumes an interrupted one from its checkpoint; a
-seed whose summary is already kept is not rerun.
+seed whose summary is already kept is not rerun. Summaries are kept in bench/results/demo_seeds/
+(in git: a fresh clone skips the seeds finished on another machine), or beside a custom --out.
 
     python bench/demo_seeds.py                       # seeds 0 1 2, bench/work/demo
     python bench/demo_seeds.py --seeds 0 --scale 0.01 --out /tmp/d --results /tmp/d.json
@@ -80,8 +81,14 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="growlm demo --scale")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "work" / "demo")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "demo.json")
+    ap.add_argument("--keep", type=Path, help="folder for each seed's summary (see above)")
     args = ap.parse_args()
-    kept = args.out.parent / (args.out.name + "-summaries")
+    default_out = args.out == ROOT / "bench" / "work" / "demo"
+    kept = args.keep or (
+        ROOT / "bench" / "results" / "demo_seeds"
+        if default_out
+        else args.out.parent / (args.out.name + "-summaries")
+    )
     kept.mkdir(parents=True, exist_ok=True)
     per_seed = [run_seed(args.out, kept, s, args.scale) for s in args.seeds]
     rev = subprocess.run(
