@@ -49,6 +49,7 @@ from typing import Any
 import setting  # bench/setting.py: the shared CPU reference setting
 import yaml
 from compute_optimal import _git_rev, pair_stats
+from resumable import compact_metrics, metrics_file
 
 from growlm.analysis.seeds import across_seeds
 from growlm.io.atomic import write_text_atomic
@@ -393,9 +394,30 @@ def recipes(s: Scale, seed: int, threads: int, names: list[str]) -> dict[str, di
 class Seed:
     """The runs, evaluations and comparisons of one seed, each reused when already done."""
 
-    def __init__(self, s: Scale, folder: Path, seed: int):
-        self.s, self.folder, self.seed = s, folder, seed
+    def __init__(self, s: Scale, folder: Path, seed: int, keep: Path | None = None):
+        self.s, self.folder, self.seed, self.keep = s, folder, seed, keep
         self.trained = self.evaluated = 0
+
+    def kept(self, name: str) -> bool:
+        """Trained and evaluated on some machine, its evaluation and compact metrics in git."""
+        k = self.keep
+        return (
+            k is not None
+            and (k / "eval" / f"{name}.json").exists()
+            and (k / f"{name}.metrics.jsonl").exists()
+        )
+
+    def keep_run(self, name: str) -> None:
+        """KEEP/<name>.metrics.jsonl (compact: all that compare reads), then KEEP/eval/<name>.json
+        (its presence marks the run kept): what a fresh clone needs instead of the weights."""
+        if self.keep is None:
+            return
+        self.keep.mkdir(parents=True, exist_ok=True)
+        text = (self.folder / name / "metrics.jsonl").read_text()
+        rows = [json.loads(x) for x in text.splitlines()]
+        lines = "".join(json.dumps(r) + "\n" for r in compact_metrics(rows))
+        write_text_atomic(self.keep / f"{name}.metrics.jsonl", lines)
+        _save(self.keep / "eval" / f"{name}.json", self.evaluate(name))
 
     def train(self, name: str, recipe: dict[str, Any]) -> None:
         from growlm.train.loop import train
@@ -404,18 +426,22 @@ class Seed:
         path = self.folder / "recipes" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, yaml.safe_dump(recipe, sort_keys=False))
-        if (self.folder / name / "final").exists():
+        if self.kept(name):
             return
-        print(f"+ seed {self.seed}: train {name}", flush=True)
-        train(recipe_from_dict(json.loads(json.dumps(recipe)), []), self.folder / name, resume=True)
-        self.trained += 1
+        if not (self.folder / name / "final").exists():
+            print(f"+ seed {self.seed}: train {name}", flush=True)
+            run = recipe_from_dict(json.loads(json.dumps(recipe)), [])
+            train(run, self.folder / name, resume=True)
+            self.trained += 1
+        self.keep_run(name)  # evaluated now: the weights stay on this machine
 
     def evaluate(self, name: str) -> dict[str, Any]:
         """Held-out perplexity of OUT/<name>/final (and the offline tasks), as growlm eval."""
         done = self.folder / "eval" / f"{name}.json"
-        if done.exists():
-            cached: dict[str, Any] = json.loads(done.read_text())
-            return cached
+        for found in (self.keep / "eval" / f"{name}.json" if self.keep else None, done):
+            if found is not None and found.exists():
+                cached: dict[str, Any] = json.loads(found.read_text())
+                return cached
         from growlm.eval.perplexity import load_model, perplexity, shard_token_ids
 
         print(f"+ seed {self.seed}: eval {name}", flush=True)
@@ -441,21 +467,25 @@ class Seed:
                 return cached
 
         def arm(n: str) -> dict[str, str]:
-            return {"run_dir": str(self.folder / n)}
+            return {"run_dir": str(self.folder / n), "name": n}
+
+        def speedup(ref: str) -> dict[str, Any]:
+            return pair_stats(arm(ref), arm(name), self.keep)
 
         result = {
-            "reference": pair_stats(arm(row.reference), arm(name)) if row.reference else None,
-            "against": {o: pair_stats(arm(o), arm(name)) for o in row.against},
+            "reference": speedup(row.reference) if row.reference else None,
+            "against": {o: speedup(o) for o in row.against},
         }
         _save(done, result)
         return result
 
 
 def seed_entry(
-    folder: Path, name: str, evaluated: dict[str, Any], pairs: dict[str, Any]
+    one: Seed, name: str, evaluated: dict[str, Any], pairs: dict[str, Any]
 ) -> dict[str, Any]:
     """One seed's values of a row (the speedup is against its reference; a reference row: 0)."""
-    records = [json.loads(x) for x in (folder / name / "metrics.jsonl").read_text().splitlines()]
+    file = metrics_file({"run_dir": str(one.folder / name), "name": name}, one.keep)
+    records = [json.loads(x) for x in file.read_text().splitlines()]
     losses = [r["val_loss"] for r in records if r.get("val_loss") is not None]
     ref = pairs["reference"] or {"speedup_flops": 0.0, "upper_bound_if_not_reached": None}
     return {
@@ -536,6 +566,12 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", type=Path, help="results JSON (merged: other rows are kept)")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="folder in git for finished runs' evaluations and compact metrics (default "
+        "bench/results/operator_table_runs; --quick: none); a fresh clone skips them",
+    )
     args = ap.parse_args()
     s = QUICK if args.quick else FULL
     suffix = "_quick" if args.quick else ""
@@ -548,12 +584,15 @@ def main() -> int:
     per_row: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in names}
     trained = evaluated = 0
     for seed in args.seeds:
-        one = Seed(s, out / f"seed{seed}", seed)
+        kept = args.keep or (
+            None if args.quick else ROOT / "bench" / "results" / "operator_table_runs"
+        )
+        one = Seed(s, out / f"seed{seed}", seed, kept / f"seed{seed}" if kept else None)
         for name, recipe in recipes(s, seed, args.threads, names).items():
             one.train(name, recipe)
         for name in names:
             per_row[name][seed] = seed_entry(
-                one.folder, name, one.evaluate(name), one.pairs(name, all_rows[name])
+                one, name, one.evaluate(name), one.pairs(name, all_rows[name])
             )
         trained, evaluated = trained + one.trained, evaluated + one.evaluated
     command = " ".join(["python bench/operator_table.py", *sys.argv[1:]])

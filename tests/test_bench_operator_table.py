@@ -25,8 +25,9 @@ def test_quick_table_new_rows_over_seeds_and_rerun_reuses_runs(tmp_path):
         res.write_text(json.dumps({"command": "old", "date": "2026-11-30",
                                    "rows": {"zero-width": legacy}}))  # fmt: skip
     script = str(ROOT / "bench" / "operator_table.py")
-    cmd = [sys.executable, script, "--quick", "--rows", ",".join(NEW), "--seeds", "0", "1",
-           "--out", str(out), "--results", str(res)]  # fmt: skip
+    base = [sys.executable, script, "--quick", "--rows", ",".join(NEW), "--seeds", "0", "1",
+            "--results", str(res), "--keep", str(tmp_path / "kept")]  # fmt: skip
+    cmd = [*base, "--out", str(out)]
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
@@ -93,3 +94,14 @@ def test_quick_table_new_rows_over_seeds_and_rerun_reuses_runs(tmp_path):
         first, second = dict(rows[name]), dict(again["rows"][name])
         first.pop("run"), second.pop("run")
         assert first == second
+    # a fresh clone: no work folder, only what --keep put in git (evaluations, compact metrics)
+    assert len(list((tmp_path / "kept" / "seed0" / "eval").glob("*.json"))) == len(ran)
+    subprocess.run([*base, "--out", str(tmp_path / "fresh")], check=True, env=env,
+                   capture_output=True, timeout=300)  # fmt: skip
+    fresh = json.loads(res.read_text())
+    assert fresh["runs_trained_this_invocation"] == 0
+    assert fresh["runs_evaluated_this_invocation"] == 0
+    for name in ran:
+        first, third = dict(rows[name]), dict(fresh["rows"][name])
+        first.pop("run"), third.pop("run")
+        assert first == third
