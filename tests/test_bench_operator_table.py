@@ -85,23 +85,20 @@ def test_quick_table_new_rows_over_seeds_and_rerun_reuses_runs(tmp_path):
         kept = rows["zero-width"]
         assert kept["final_val_loss"]["values"] == [legacy["final_val_loss"]]
         assert kept["seeds"][0]["seed"] == 0 and kept["run"]["date"] == "2026-11-30"
+
+    def rerun_reuses_everything(out_dir):
+        subprocess.run([*base, "--out", str(out_dir)], check=True, env=env, capture_output=True,
+                       timeout=300)  # fmt: skip
+        again = json.loads(res.read_text())
+        assert again["runs_trained_this_invocation"] == 0
+        assert again["runs_evaluated_this_invocation"] == 0
+        for name in ran:
+            first, second = dict(rows[name]), dict(again["rows"][name])
+            first.pop("run"), second.pop("run")
+            assert first == second
+
     # rerun: every run, evaluation and comparison is reused; the statistics are the same
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
-    again = json.loads(res.read_text())
-    assert again["runs_trained_this_invocation"] == 0
-    assert again["runs_evaluated_this_invocation"] == 0
-    for name in ran:
-        first, second = dict(rows[name]), dict(again["rows"][name])
-        first.pop("run"), second.pop("run")
-        assert first == second
+    rerun_reuses_everything(out)
     # a fresh clone: no work folder, only what --keep put in git (evaluations, compact metrics)
     assert len(list((tmp_path / "kept" / "seed0" / "eval").glob("*.json"))) == len(ran)
-    subprocess.run([*base, "--out", str(tmp_path / "fresh")], check=True, env=env,
-                   capture_output=True, timeout=300)  # fmt: skip
-    fresh = json.loads(res.read_text())
-    assert fresh["runs_trained_this_invocation"] == 0
-    assert fresh["runs_evaluated_this_invocation"] == 0
-    for name in ran:
-        first, third = dict(rows[name]), dict(fresh["rows"][name])
-        first.pop("run"), third.pop("run")
-        assert first == third
+    rerun_reuses_everything(tmp_path / "fresh")
