@@ -13,12 +13,14 @@ flock -n 9 || { echo "bench/queue.sh is already running (bench/work/queue.lock)"
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 PYTHONPATH=$PWD
 step() { echo "[queue] $(date -u +%FT%TZ) $*"; "$@"; }
-step "$PY" bench/compute_optimal.py          # issue 19: IsoFLOP + growth at N_opt, 3 seeds
-step "$PY" bench/demo_seeds.py               # the demo's figures, 3 seeds + control
-step "$PY" bench/upcycle.py --seeds 0 1      # issue 16: upcycling at equal active FLOPs
+# shortest first, so each stop closes what it can; finished runs are kept in git and skipped
 # issue 17: HyperCloning, MixtureGrowth and TokenFormer rows, 2 seeds; their reference rows
 # (scratch, direct-width, direct-depth, tokenformer-scratch) run too, 14 runs in all
-step "$PY" bench/operator_table.py --rows clone-width,mixture-growth,param-tokens --seeds 0 1
+step "$PY" bench/operator_table.py --rows clone-width,mixture-growth,param-tokens --seeds 0 1 \
+    --threads 2
+step "$PY" bench/upcycle.py --seeds 0 1      # issue 16: upcycling at equal active FLOPs
+step "$PY" bench/demo_seeds.py               # the demo's figures, 3 seeds + control
+step "$PY" bench/compute_optimal.py          # issue 19: IsoFLOP + growth at N_opt, 3 seeds
 # issue 19 item 0: tokens/s by width and precision, re-measured with nothing else running
 step "$PY" bench/small_model_speed.py --results bench/results/small_model_speed_queue.json
 echo "[queue] $(date -u +%FT%TZ) done"

@@ -17,7 +17,9 @@ and upcycled minus scratch, seed by seed.
 Resumable, as bench/compute_optimal.py: the runs go one after another in this process; each
 finished run (the dense stage included) writes OUT/arms/<run>-s<seed>.json and is skipped on a
 rerun; an unfinished one resumes from its last checkpoint (growlm's own resume); an upcycled
-folder is reused when complete (grow writes it atomically, growth record last).
+folder is reused when complete (grow writes it atomically, growth record last). Each finished
+seed's result is also kept in git (bench/results/upcycle_seeds/seed-<seed>.json, --keep), so a
+fresh clone skips it; a seed cut short on another machine starts over (the weights stay there).
 
     python bench/upcycle.py --quick --out /tmp/up --results /tmp/up.json   # tiny, ~1 minute
     flock /work/helpers/cpu.lock python bench/upcycle.py --seeds 0 1        # hours on 2 cores
@@ -153,7 +155,21 @@ def complete(folder: Path) -> bool:
     return (folder / RECORD).is_file()
 
 
-def seed_run(s: dict[str, Any], runs: Runs, seed: int) -> dict[str, Any]:
+def seed_run(s: dict[str, Any], runs: Runs, seed: int, keep: Path | None) -> dict[str, Any]:
+    """One seed's dense stage and four arms; with ``keep`` (a folder in git) the finished seed's
+    result is read from KEEP/seed-<seed>.json when there, and written there when it finishes."""
+    kept = keep / f"seed-{seed}.json" if keep else None
+    if kept is not None and kept.is_file():
+        done: dict[str, Any] = json.loads(kept.read_text())
+        return done
+    out = train_seed(s, runs, seed)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(kept, json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def train_seed(s: dict[str, Any], runs: Runs, seed: int) -> dict[str, Any]:
     from growlm.grow import GrowOptions, grow
 
     step = s["micro"] * s["seq_len"]
@@ -230,6 +246,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 (--quick: 0)")
     p.add_argument("--out", type=Path, help="work folder (default bench/work/upcycle[_quick])")
     p.add_argument("--results", type=Path, help="results JSON (default bench/results/)")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="folder in git for each finished seed's result (default bench/results/upcycle_seeds; "
+        "--quick: none); a fresh clone skips the seeds found there",
+    )
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args()
     s = QUICK if args.quick else FULL
@@ -239,7 +261,8 @@ def main() -> None:
     out = args.results or ROOT / "bench" / "results" / f"upcycle{suffix}.json"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     runs = Runs(work)
-    per_seed = {seed: seed_run(s, runs, seed) for seed in seeds}
+    keep = args.keep or (None if args.quick else ROOT / "bench" / "results" / "upcycle_seeds")
+    per_seed = {seed: seed_run(s, runs, seed, keep) for seed in seeds}
     summary = summarise(per_seed)
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result = {

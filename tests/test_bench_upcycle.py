@@ -74,8 +74,19 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
         assert stats["seeds"] == 1 and stats["t95"] is None  # one seed: no interval
     # rerun with one run's JSON gone: that run resumes (from its last checkpoint: here the end),
     # the others are skipped and the upcycled folders reused (grow would refuse to overwrite)
+    # (with --keep: the finished seed's result is kept there)
     (work / "arms" / "scratch-s0.json").unlink()
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    keep = tmp_path / "kept"
+    subprocess.run([*cmd, "--keep", str(keep)], check=True, env=env, capture_output=True,
+                   timeout=120)  # fmt: skip
     again = json.loads(res.read_text())
     assert again["runs_trained_this_invocation"] == 1
     assert again["summary"] == r["summary"]
+    assert json.loads((keep / "seed-0.json").read_text()) == again["runs"]["0"]
+    # a fresh clone (empty work folder) with the kept seed trains nothing
+    fresh = [*cmd[:-4], "--out", str(tmp_path / "fresh"), "--results", str(res), "--keep",
+             str(keep)]  # fmt: skip
+    subprocess.run(fresh, check=True, env=env, capture_output=True, timeout=120)
+    third = json.loads(res.read_text())
+    assert third["runs_trained_this_invocation"] == 0
+    assert third["summary"] == r["summary"] and third["runs"] == again["runs"]
