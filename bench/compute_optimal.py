@@ -37,7 +37,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from resumable import Runs, metrics_file  # bench/resumable.py (bench/ is on sys.path)
+from corpus_mix import prepared_data  # bench/corpus_mix.py (bench/ is on sys.path)
+from resumable import Runs, metrics_file  # bench/resumable.py
 
 from growlm.analysis.compare import compare_runs
 from growlm.analysis.params import ModelSpec, count_params
@@ -142,18 +143,7 @@ def data_section(s: Setting) -> tuple[dict[str, Any], dict[str, Any] | None]:
             "block_tokens": 4 * s.seq,
             "seq_len": s.seq,
         }, None
-    from growlm.data.mix import ensure_prepared
-
-    info = ensure_prepared(ROOT / "bench" / "work" / "corpus", s.vocab)
-    corpus = {
-        "name": s.corpus,
-        "prepared_dir": info["prepared_dir"],
-        "train_tokens": info["prepared"]["splits"]["train"]["tokens"],
-        "val_tokens": info["prepared"]["splits"]["val"]["tokens"],
-        "sources": info["summary"],
-        "details": "bench/results/corpus_growlm_mix.json",
-    }
-    return {"prepared": info["prepared_dir"], "seq_len": s.seq}, corpus
+    return prepared_data(s.vocab, s.seq)
 
 
 def recipe(

@@ -20,12 +20,29 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from growlm.data.mix import NAME, ensure_prepared
 from growlm.io.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 2048  # the compute-optimal benchmark's tokenizer
+
+
+def prepared_data(vocab: int, seq: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recipe's data section on growlm-mix, and the corpus summary a results file records;
+    the corpus is built and prepared into bench/work/corpus on first use (each step skipped
+    when complete), so the benchmarks that use it share one copy."""
+    info = ensure_prepared(ROOT / "bench" / "work" / "corpus", vocab)
+    corpus = {
+        "name": NAME,
+        "prepared_dir": info["prepared_dir"],
+        "train_tokens": info["prepared"]["splits"]["train"]["tokens"],
+        "val_tokens": info["prepared"]["splits"]["val"]["tokens"],
+        "sources": info["summary"],
+        "details": "bench/results/corpus_growlm_mix.json",
+    }
+    return {"prepared": info["prepared_dir"], "seq_len": seq}, corpus
 
 
 def main() -> int:

@@ -1,5 +1,7 @@
 """Upcycling at equal *active* training FLOPs: dense continued vs upcycled (r = 0, r = 0.5) vs
-the same MoE from scratch, after a shared dense stage, on the embedded Shakespeare corpus.
+the same MoE from scratch, after a shared dense stage, on growlm-mix (30M training tokens, so no
+text repeats; built and prepared on first use, shared with bench/compute_optimal.py; --quick:
+the embedded Shakespeare corpus).
 
 Per seed: train a dense Llama for DENSE_TOKENS; then four arms, each given the same budget of
 active training FLOPs (6 x active parameters x tokens; an MoE's active parameters count top-k of
@@ -40,15 +42,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from resumable import Runs  # noqa: E402  (bench/resumable.py: bench/ is the script's folder)
+from corpus_mix import prepared_data  # noqa: E402  (bench/ is the script's folder)
+from resumable import Runs  # noqa: E402
 
 from growlm.analysis.seeds import across_seeds  # noqa: E402
 from growlm.io.atomic import write_text_atomic  # noqa: E402
 
 FULL = {
+    # hidden 128, not 256: on this machine (transformers' step, batch 32 x 128, fp32, 2 threads)
+    # 12.1K/7.8K tokens/s dense/MoE at 128 against 4.3K/3.0K at 256, so both seeds fit in about
+    # an hour instead of four
+    "corpus": "growlm-mix",
     "model": {
-        "hidden_size": 256,
-        "intermediate_size": 688,
+        "hidden_size": 128,
+        "intermediate_size": 344,
         "num_hidden_layers": 4,
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
@@ -58,7 +65,8 @@ FULL = {
     "experts": 8,
     "top_k": 2,
     "dense_tokens": 4_000_000,
-    "moe_tokens": 4_000_000,  # tokens of the upcycled arms; the others follow from FLOPs
+    "moe_tokens": 2_000_000,  # tokens of the upcycled arms (half the dense stage's); the
+    # others follow from FLOPs
     "seq_len": 128,
     "micro": 32,
     "vocab": 2048,
@@ -69,6 +77,7 @@ FULL = {
 }
 QUICK = {
     **FULL,
+    "corpus": None,
     "model": {**FULL["model"], "hidden_size": 32, "intermediate_size": 96, "num_hidden_layers": 2},
     "experts": 4,
     "dense_tokens": 8 * 32 * 8,
@@ -90,13 +99,7 @@ def recipe(
     return {
         "name": name,
         "seed": seed,
-        "data": {
-            "sources": ["default"],
-            "vocab_size": s["vocab"],
-            "val_fraction": 0.02,
-            "block_tokens": 1024,
-            "seq_len": s["seq_len"],
-        },
+        "data": s["data"],
         "model": model,
         "optim": {
             "lr": 1.0e-3,
@@ -114,6 +117,14 @@ def recipe(
         },
         "stages": [{"name": "train", "tokens": tokens}],
     }
+
+
+def data_section(s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The recipes' data section and the corpus summary (None for the embedded corpus)."""
+    if s["corpus"] is None:
+        default = {"sources": ["default"], "vocab_size": s["vocab"], "val_fraction": 0.02}
+        return {**default, "block_tokens": 1024, "seq_len": s["seq_len"]}, None
+    return prepared_data(s["vocab"], s["seq_len"])
 
 
 def train_run(runs: Runs, name: str, raw: dict[str, Any], arm: str) -> dict[str, Any]:
@@ -255,6 +266,8 @@ def main() -> None:
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args()
     s = QUICK if args.quick else FULL
+    data, corpus = data_section(s)
+    s = {**s, "data": data}
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     suffix = "_quick" if args.quick else ""
     work = args.out or ROOT / "bench" / "work" / f"upcycle{suffix}"
@@ -271,6 +284,7 @@ def main() -> None:
         "git_revision": rev.stdout.strip(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "setting": s,
+        "corpus": corpus,
         "seeds": seeds,
         "summary": summary,
         "runs": per_seed,
