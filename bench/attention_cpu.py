@@ -9,8 +9,6 @@ machine hits both; the ratio of medians is the figure to quote.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -18,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import header, write_result  # bench/record.py (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,16 +63,14 @@ def main() -> int:
         print(row, flush=True)
         results.append(row)
     result = {
-        "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **header(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "what": "median forward+backward (and forward alone) time per call, bf16, causal; arms "
         "alternate per call",
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     return 0
 
 

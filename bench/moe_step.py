@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
 import os
 import platform
@@ -42,6 +41,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from record import header, write_result  # bench/record.py (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,8 +178,7 @@ def main() -> int:
     per_round = [a / b for a, b in zip(times["growlm"], times["transformers"], strict=True)]
     ops = {str(n): ops_per_forward(model, n) for n in (2 * SEQ, 8 * SEQ)}
     result = {
-        "command": "OMP_NUM_THREADS=1 python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **header("OMP_NUM_THREADS=1 python"),
         "git_revision": git_revision(),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -204,8 +203,7 @@ def main() -> int:
         "ops_per_forward_by_tokens": ops,
     }
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
 import statistics
 import sys
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from record import header, write_result  # bench/record.py (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,16 +127,14 @@ def main() -> int:
         summary[name]["profile_share"] = profile_shares(step)
     ratio = summary["hf-compiled"]["median_step_s"] / summary["growlm-compiled"]["median_step_s"]
     result = {
-        "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **header(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "arms": summary,
         "speedup_growlm_over_hf_median": round(ratio, 3),
     }
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     return 0
 
 

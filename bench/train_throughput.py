@@ -17,7 +17,6 @@ peak that the benchmark measures first (square bf16 matmuls, best of several run
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from record import header, write_result  # bench/record.py (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = dict(
@@ -252,8 +252,7 @@ def main() -> int:
         for k in ("growlm", "trainer")
     }
     result = {
-        "command": "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **header(),
         "machine": machine(),
         "git": _git_rev(),
         "setup": {
@@ -274,8 +273,7 @@ def main() -> int:
         "arms": arms,
         "speedup_best_growlm_over_best_trainer": round(best["growlm"] / best["trainer"], 3),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(
         json.dumps(
             {
