@@ -76,10 +76,12 @@ def _ops(args: argparse.Namespace) -> int:
     for op in OPERATORS:
         alias = f" (aka {', '.join(op.aliases)})" if op.aliases else ""
         status = "" if op.kind != "trains" else " [trains its map: --steps K --data PATH]"
+        status = " [a recipe growth stage only]" if op.recipe_only else status
         print(f"  {op.name:<14} {op.description}{alias}{status}")
         print(f"  {'':<14} function-preserving: {op.preserving}; {op.paper}")
         if op.params:
-            print(f"  {'':<14} parameters: {_param_line(op)}")
+            what = "recipe keys" if op.recipe_only else "parameters"
+            print(f"  {'':<14} {what}: {_param_line(op)}")
     print("architectures:")
     for spec in FAMILIES:
         print(f"  {spec.name:<10} model_type {', '.join(spec.model_types)}: {spec.notes}")
@@ -87,15 +89,17 @@ def _ops(args: argparse.Namespace) -> int:
 
 
 def _param_line(op: Any) -> str:
-    """``--factor G (required: an integer >= 2), --placement (default interleave), ...``"""
+    """``--factor G (required: an integer >= 2), --placement (default interleave), ...``
+    (a recipe-only operator's by their recipe keys: ``factor N (...)``)"""
     items = []
     for p in op.params:
+        name = p.name if op.recipe_only else p.flag
         what = [p.constraint.text] if p.constraint else []
         if p.name in op.required:
             what.insert(0, "required")
         if p.default is not None:
             what.append(f"default {p.default}")
-        items.append(f"{p.flag} {p.metavar or p.type.__name__.upper()} ({'; '.join(what)})")
+        items.append(f"{name} {p.metavar or p.type.__name__.upper()} ({'; '.join(what)})")
     return ", ".join(items)
 
 

@@ -42,8 +42,9 @@ def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def test_grow_flags_are_the_declared_parameters():
     flags = _flags(_grow_parser())
-    declared = {p.flag: p for op in OPERATORS for p in op.params}
+    declared = {p.flag: p for op in OPERATORS if not op.recipe_only for p in op.params}
     assert declared, "the registry declares parameters"
+    assert "--coef-scale" not in flags  # mixture-growth's: it grows template models in training
     assert set(declared) <= set(flags)  # every declared parameter has its flag
     assert set(flags) - OPTION_FLAGS == set(declared)  # every other flag is a declared one
     for flag, p in declared.items():
@@ -73,6 +74,8 @@ def test_ops_lists_each_operators_parameters(capsys):
     assert "--factor G (required; an integer >= 2)" in out
     assert "--placement STR (one of interleave, append; default interleave)" in out
     assert "--router-init STR (one of zero, random, hidden; default random)" in out
+    assert "[a recipe growth stage only]" in out
+    assert "recipe keys: factor N (required; an integer >= 2), coef_scale FLOAT" in out
 
 
 def test_the_check_of_the_declarations():

@@ -37,6 +37,7 @@ class Operator:
     layer_map: Callable[..., list[LayerSource]] | None = None
     width_fill: str | None = None  # direct | zero | random | clone | tokens | templates
     required: tuple[str, ...] = ()  # parameters it cannot do without
+    recipe_only: bool = False  # grows models that exist only in training: no `growlm grow` flags
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
@@ -260,6 +261,7 @@ OPERATORS: tuple[Operator, ...] = (
         ("mixturegrowth", "template-mixing"),
         width_fill="templates",
         required=("factor",),
+        recipe_only=True,
     ),
     # learned operators (growlm.ops.ligo): layer_map / width_fill give the map they start from
     Operator(
@@ -299,10 +301,11 @@ OPERATORS: tuple[Operator, ...] = (
 
 
 def all_params() -> dict[str, list[Param]]:
-    """Every declared parameter by name, in registry order (the ``growlm grow`` flags)."""
+    """Every parameter of an operator ``growlm grow`` runs, by name, in registry order (its
+    flags; a recipe-only operator's parameters are recipe keys only)."""
     from growlm.ops.params import declared
 
-    return declared(OPERATORS)
+    return declared([op for op in OPERATORS if not op.recipe_only])
 
 
 def _norm(name: str) -> str:
