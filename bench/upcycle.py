@@ -49,9 +49,7 @@ from growlm.analysis.seeds import across_seeds  # noqa: E402
 from growlm.io.atomic import write_text_atomic  # noqa: E402
 
 FULL = {
-    # hidden 128, not 256: on this machine (transformers' step, batch 32 x 128, fp32, 2 threads)
-    # 12.1K/7.8K tokens/s dense/MoE at 128 against 4.3K/3.0K at 256, so both seeds fit in about
-    # an hour instead of four
+    # hidden 128 (first 256) and 2M MoE tokens (first 4M): both seeds in about an hour here
     "corpus": "growlm-mix",
     "model": {
         "hidden_size": 128,
