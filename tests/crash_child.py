@@ -55,3 +55,15 @@ def start(ctx: mp.context.ForkServerContext, argv: list[str], env: dict[str, str
     proc = ctx.Process(target=run_cli, args=(argv, env, str(log)), daemon=True)
     proc.start()
     return proc
+
+
+def run(argv: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> int | None:
+    """``growlm <argv>`` forked from the server (started on first use), to its end: its exit
+    code (negative: killed by that signal), or None when it ran past ``timeout`` (killed)."""
+    proc = start(context(), argv, env, log)
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        return None
+    return proc.exitcode

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 import torch
 import yaml
@@ -46,12 +47,15 @@ def recipe(tmp_path_factory) -> Path:
     return path
 
 
-def _command(recipe: Path, out: Path, nproc: int, extra: list[str], resume: bool) -> list[str]:
+def _args(recipe: Path, out: Path, extra: list[str], resume: bool) -> list[str]:
+    """growlm's arguments for the run (one process: crash_child.run forks it)."""
     args = ["train", str(recipe), "--out", str(out), *(["--resume"] if resume else [])]
     for item in SETS + extra:
         args += ["--set", item]
-    if nproc == 1:
-        return [sys.executable, "-m", "growlm.cli", *args]
+    return args
+
+
+def _torchrun(args: list[str], nproc: int) -> list[str]:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     return [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
 
@@ -69,7 +73,14 @@ def _env(cache: Path, **more: str) -> dict[str, str]:
 def _train(
     recipe: Path, out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
 ) -> list[dict]:
-    cmd = _command(recipe, out, nproc, extra, resume)
+    """One process: forked from crash_child's pre-imported server (no torch import to pay)."""
+    args = _args(recipe, out, extra, resume)
+    if nproc == 1:
+        log = out.parent / f"{out.name}-{'resume' if resume else 'run'}.log"
+        code = crash_child.run(args, _env(cache), log)
+        assert code == 0, log.read_text()[-4000:]
+        return _metrics(out)
+    cmd = _torchrun(args, nproc)
     result = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return _metrics(out)
@@ -192,11 +203,10 @@ def test_sigkill_and_resume_is_bitwise_identical(recipe, uninterrupted, tmp_path
     """One process killed (SIGKILL, growlm/io/faults.py) inside a write, then resumed with the
     same command: the run ends bitwise equal to an uninterrupted one, router statistics too."""
     cache, ref, records = uninterrupted
-    cut = tmp_path / "cut"
-    cmd = _command(recipe, cut, 1, KILLED, resume=False)
-    env = _env(cache, GROWLM_TEST_KILL_AT=kill_at)
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    cut, log = tmp_path / "cut", tmp_path / "killed.log"
+    argv = _args(recipe, cut, KILLED, resume=False)  # forked, as _train's one-process runs
+    code = crash_child.run(argv, _env(cache, GROWLM_TEST_KILL_AT=kill_at), log)
+    assert code == -9, log.read_text()[-3000:]
     assert not (cut / "final").exists()
     again = _train(recipe, cut, cache, 1, KILLED, resume=True)
     _same_records(records, again)

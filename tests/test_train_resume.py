@@ -76,12 +76,8 @@ def _run_and_kill(out: Path, cache: Path, resume: bool, kill_at: int) -> list[st
 
 def _finish(out: Path, cache: Path, resume: bool, extra: Sequence[str] = ()) -> None:
     log = out.parent / f"{out.name}-finish.log"
-    proc = crash_child.start(crash_child.context(), _argv(out, resume, extra), _env(cache), log)
-    proc.join(300)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join()
-    assert proc.exitcode == 0, log.read_text()[-3000:]
+    code = crash_child.run(_argv(out, resume, extra), _env(cache), log)
+    assert code == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
