@@ -60,6 +60,7 @@ def start(ctx: mp.context.ForkServerContext, argv: list[str], env: dict[str, str
 def run(argv: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> int | None:
     """``growlm <argv>`` forked from the server (started on first use), to its end: its exit
     code (negative: killed by that signal), or None when it ran past ``timeout`` (killed)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     proc = start(context(), argv, env, log)
     proc.join(timeout)
     if proc.exitcode is None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,15 +35,18 @@ TOL = 1e-4
 def _train(
     out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
 ) -> list[dict]:
+    """One process: forked from crash_child's pre-imported server (no torch import to pay)."""
     args = ["train", str(TINY), "--out", str(out), *(["--resume"] if resume else [])]
     for item in SETS + extra:
         args += ["--set", item]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "growlm.cli", *args]
-    else:
-        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-        cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
     env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if nproc == 1:
+        log = out.parent / f"{out.name}-{'resume' if resume else 'run'}.log"
+        code = crash_child.run(args, env, log)
+        assert code == 0, log.read_text()[-4000:]
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -224,10 +228,9 @@ def test_sharded_checkpoint_needs_the_same_process_count(tmp_path, fsdp_runs):
     for item in SETS + extra:
         args += ["--set", item]
     env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "growlm.cli", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    log = tmp_path / "one.log"  # the forked run's stdout and stderr
+    assert crash_child.run(args, env, log) == 2
+    lines = log.read_text().strip().splitlines()
     assert len(lines) == 1 and "is sharded over 2 processes but this run has 1" in lines[0]
 
 
