@@ -51,7 +51,80 @@ def run_cli(argv: list[str], env: dict[str, str], log: str) -> None:
         os._exit(code)
 
 
+def run_script_main(script: str, argv: list[str], env: dict[str, str], log: str) -> None:
+    """The target of a forked script run: ``python <script> <argv>`` (its folder first on
+    sys.path, as Python puts it) with the environment ``env`` (OMP_NUM_THREADS applied to the
+    already imported torch), output to ``log``; the process exits with the script's exit
+    code."""
+    import runpy
+    import traceback
+
+    os.environ.clear()  # exactly ``env``, as subprocess.run(env=env) gives it
+    os.environ.update(env)
+    if "OMP_NUM_THREADS" in env:
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.argv = [script, *argv]
+    sys.path.insert(0, str(Path(script).parent))
+    code = 1
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def start(ctx: mp.context.ForkServerContext, argv: list[str], env: dict[str, str], log: Path):
     proc = ctx.Process(target=run_cli, args=(argv, env, str(log)), daemon=True)
     proc.start()
     return proc
+
+
+def run(argv: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> int | None:
+    """``growlm <argv>`` forked from the server (started on first use), to its end: its exit
+    code (negative: killed by that signal), or None when it ran past ``timeout`` (killed)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return _join(start(context(), argv, env, log), timeout)
+
+
+def run_script(
+    script: Path, argv: list[str], env: dict[str, str], log: Path, timeout: float = 300
+) -> int | None:
+    """``python <script> <argv>`` forked from the server: as ``run``, for bench/ scripts."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = (str(script), argv, env, str(log))
+    proc = context().Process(target=run_script_main, args=args, daemon=True)
+    proc.start()
+    return _join(proc, timeout)
+
+
+def _join(proc, timeout: float) -> int | None:
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        return None
+    return proc.exitcode
+
+
+def python(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> tuple[int, str]:
+    """What ``subprocess.run(cmd, env=env)`` does for ``cmd = [sys.executable, script, *args]``,
+    forked from the server: (exit code, negative when killed, -1 past ``timeout``; the run's
+    stdout and stderr together, also in ``log``)."""
+    assert cmd[0] == sys.executable, cmd
+    code = run_script(Path(cmd[1]), cmd[2:], env, log, timeout)
+    return (-1 if code is None else code), (log.read_text() if log.exists() else "")

@@ -141,20 +141,12 @@ def test_padding_mask_takes_sdpa_path():
     assert all(torch.equal(ga[n], gb[n]) for n in ga)
 
 
-def test_compiled_blocks_use_the_recomputing_backward():
-    _, fast = _pair("llama")
-    assert compile_blocks(fast) == 3
-    ids = torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(4))
-    _run(fast, ids, autocast=True)  # compile
-    with torch.profiler.profile() as prof:
-        _run(fast, ids, autocast=True)
-    ops = {event.key for event in prof.key_averages()}
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" not in ops
-    assert "aten::bmm" in ops
-
-
-def test_compiled_run_trains_like_eager(tmp_path, monkeypatch):
+def test_compiled_run_trains_like_eager_and_uses_the_recomputing_backward(tmp_path, monkeypatch):
+    """One compiled run serves both checks (each torch.compile costs ~15-30 s on 2 CPUs): it
+    trains like the eager run and exports a config transformers loads alone; then its final
+    model, rebuilt with growlm_cpu and compiled per block, takes a step on the trainer's shapes
+    (bf16 autocast, grad on: dynamo's cache from the run's grown stage usually serves it) that
+    runs the flash forward and the recomputing (bmm) backward, not the flash backward."""
     monkeypatch.setenv("GROWLM_CACHE", str(tmp_path / "cache"))
     sets = ["stages.base.tokens=5120", "stages.grown.tokens=5120", "run.eval_every=0"]
     losses = {}
@@ -167,10 +159,23 @@ def test_compiled_run_trains_like_eager(tmp_path, monkeypatch):
     # same data, weights and schedule; bf16 rounding differs between compiled and eager kernels
     assert max(abs(a - b) for a, b in zip(losses[True], losses[False], strict=True)) < 0.02
     assert losses[True][-1] < losses[True][0] - 0.5
-    config = json.loads((tmp_path / "compiled-True" / "final" / "config.json").read_text())
+    final = tmp_path / "compiled-True" / "final"
+    config = json.loads((final / "config.json").read_text())
     assert attention.NAME not in json.dumps(config)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "compiled-True" / "final")
+    model = AutoModelForCausalLM.from_pretrained(final)
     assert model.config.num_hidden_layers == 4
+
+    attention.register()
+    fast = AutoModelForCausalLM.from_pretrained(final, attn_implementation=attention.NAME).train()
+    assert compile_blocks(fast) == 4
+    ids = torch.randint(3, 128, (8, 64), generator=torch.Generator().manual_seed(4))
+    _run(fast, ids, autocast=True)  # compile (or dynamo's cached graph from the run)
+    with torch.profiler.profile() as prof:
+        _run(fast, ids, autocast=True)
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" not in ops
+    assert "aten::bmm" in ops
 
 
 def test_auto_resolution():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,10 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
            "--results", str(res), "--keep", str(keep)]  # fmt: skip
     cmd_here = [*cmd, "--out", str(out)]
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    subprocess.run(cmd_here, check=True, env=env, capture_output=True, timeout=300)
+    # each run forked from crash_child's pre-imported server: as a subprocess, without the
+    # seconds of importing torch
+    code, output = crash_child.python(cmd_here, env, tmp_path / "first.log", 300)
+    assert code == 0, output[-3000:]
     r = json.loads(res.read_text())
     iso = r["isoflop"]
     assert len(iso["arms"]) == 5 and iso["fit"]["n_opt"] > 0
@@ -38,14 +41,16 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     curve = json.loads((out / "arms" / arms[0]).read_text())["eval_curve"]
     assert curve and all("val_loss" in c and "flops" in c for c in curve)
     # rerun: every finished arm is skipped, the results are the same
-    subprocess.run(cmd_here, check=True, env=env, capture_output=True, timeout=120)
+    code, output = crash_child.python(cmd_here, env, tmp_path / "rerun.log", 120)
+    assert code == 0, output[-3000:]
     again = json.loads(res.read_text())
     assert again["arms_trained_this_invocation"] == 0
     assert again["growth"] == r["growth"] and again["isoflop"] == r["isoflop"]
     # a fresh clone: no work folder, only the kept arms (result + compact metrics) from git
     assert sorted(p.name for p in keep.glob("*.json")) == arms
-    subprocess.run([*cmd, "--out", str(tmp_path / "fresh")], check=True, env=env,
-                   capture_output=True, timeout=120)  # fmt: skip
+    fresh_cmd = [*cmd, "--out", str(tmp_path / "fresh")]
+    code, output = crash_child.python(fresh_cmd, env, tmp_path / "fresh.log", 120)
+    assert code == 0, output[-3000:]
     fresh = json.loads(res.read_text())
     assert fresh["arms_trained_this_invocation"] == 0
     assert fresh["growth"] == r["growth"] and fresh["isoflop"] == r["isoflop"]

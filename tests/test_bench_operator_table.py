@@ -6,10 +6,10 @@ invocation (the one-seed table's form included) are kept."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,10 @@ def test_quick_table_new_rows_over_seeds_and_rerun_reuses_runs(tmp_path):
     cmd = [*base, "--out", str(out)]
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    # each run forked from crash_child's pre-imported server: as a subprocess, without the
+    # seconds of importing torch
+    code, output = crash_child.python(cmd, env, tmp_path / "first.log", 600)
+    assert code == 0, output[-3000:]
     r = json.loads(res.read_text())
     # the new rows and the rows they are measured against, each seed in its own folder
     ran = ["scratch", "direct-depth", "direct-width", *NEW[:2], "tokenformer-scratch", NEW[2]]
@@ -87,8 +90,9 @@ def test_quick_table_new_rows_over_seeds_and_rerun_reuses_runs(tmp_path):
         assert kept["seeds"][0]["seed"] == 0 and kept["run"]["date"] == "2026-11-30"
 
     def rerun_reuses_everything(out_dir):
-        subprocess.run([*base, "--out", str(out_dir)], check=True, env=env, capture_output=True,
-                       timeout=300)  # fmt: skip
+        log = tmp_path / f"rerun-{out_dir.name}.log"
+        code, output = crash_child.python([*base, "--out", str(out_dir)], env, log, 300)
+        assert code == 0, output[-3000:]
         again = json.loads(res.read_text())
         assert again["runs_trained_this_invocation"] == 0
         assert again["runs_evaluated_this_invocation"] == 0

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,13 +48,15 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # killed (SIGKILL) right after the dense stage's first checkpoint (step 4 of 8)
     kill = {**env, "GROWLM_TEST_KILL_AT": "checkpoint.renamed@1"}
-    killed = subprocess.run(cmd, env=kill, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    # each run forked from crash_child's pre-imported server: as a subprocess, without the
+    # seconds of importing torch
+    code, output = crash_child.python(cmd, kill, tmp_path / "killed.log", 300)
+    assert code == -9, output[-2000:]
     stage = work / "runs" / "dense-stage-s0"
     assert [p.name for p in (stage / "checkpoints").iterdir()] == ["step-00000004"]
     assert list((work / "arms").glob("*.json")) == []
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, output = crash_child.python(cmd, env, tmp_path / "done.log", 300)
+    assert code == 0, output[-2000:]
     r = json.loads(res.read_text())
     names = ["dense-stage-s0", *(f"{arm}-s0" for arm in ARMS)]
     assert sorted(p.stem for p in (work / "arms").glob("*.json")) == sorted(names)
@@ -77,8 +79,8 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     # (with --keep: the finished seed's result is kept there)
     (work / "arms" / "scratch-s0.json").unlink()
     keep = tmp_path / "kept"
-    subprocess.run([*cmd, "--keep", str(keep)], check=True, env=env, capture_output=True,
-                   timeout=120)  # fmt: skip
+    code, output = crash_child.python([*cmd, "--keep", str(keep)], env, tmp_path / "rerun.log", 120)
+    assert code == 0, output[-2000:]
     again = json.loads(res.read_text())
     assert again["runs_trained_this_invocation"] == 1
     assert again["summary"] == r["summary"]
@@ -86,7 +88,8 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     # a fresh clone (empty work folder) with the kept seed trains nothing
     fresh = [*cmd[:-4], "--out", str(tmp_path / "fresh"), "--results", str(res), "--keep",
              str(keep)]  # fmt: skip
-    subprocess.run(fresh, check=True, env=env, capture_output=True, timeout=120)
+    code, output = crash_child.python(fresh, env, tmp_path / "fresh.log", 120)
+    assert code == 0, output[-2000:]
     third = json.loads(res.read_text())
     assert third["runs_trained_this_invocation"] == 0
     assert third["summary"] == r["summary"] and third["runs"] == again["runs"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,15 +35,18 @@ TOL = 1e-4
 def _train(
     out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
 ) -> list[dict]:
+    """One process: forked from crash_child's pre-imported server (no torch import to pay)."""
     args = ["train", str(TINY), "--out", str(out), *(["--resume"] if resume else [])]
     for item in SETS + extra:
         args += ["--set", item]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "growlm.cli", *args]
-    else:
-        torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-        cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
     env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if nproc == 1:
+        log = out.parent / f"{out.name}-{'resume' if resume else 'run'}.log"
+        code = crash_child.run(args, env, log)
+        assert code == 0, log.read_text()[-4000:]
+        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -76,13 +80,19 @@ def single(tmp_path_factory):
     ("parallel", "family"),
     [("ddp", "llama"), ("fsdp", "llama"), ("fsdp", "tokenformer")],  # FSDP2 shards the grown rows
 )
-def test_two_processes_match_one(single, parallel, family):
-    """TokenFormer grows by param-tokens: its carried moments gain rows, sharded under FSDP2."""
+def test_two_processes_match_one(single, fsdp_runs, parallel, family):
+    """TokenFormer grows by param-tokens: its carried moments gain rows, sharded under FSDP2.
+    FSDP2 Llama: the 2-process run is fsdp_runs' full-format one (the same settings plus a
+    checkpoint every 2 steps, restarted once after a failed first checkpoint), which the
+    resume and disk-full tests below also use: one launch fewer."""
     sets, grown_name, grown_shape = FAMILY_RUNS[family]
     root, one_dir, one = single(family)
-    out = root / parallel
-    extra = [*sets, f"run.parallel={parallel}", "run.threads=1"]
-    two = _train(out, root.parent / "cache", 2, extra)
+    if (parallel, family) == ("fsdp", "llama"):
+        out, two = fsdp_runs("full")
+    else:
+        out = root / parallel
+        extra = [*sets, f"run.parallel={parallel}", "run.threads=1"]
+        two = _train(out, root.parent / "cache", 2, extra)
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, 9))
     assert [r["tokens"] for r in two] == [r["tokens"] for r in one]
     for a, b in zip(one, two, strict=True):
@@ -122,22 +132,53 @@ def _same_final(a_dir: Path, b_dir: Path) -> None:
 FSDP = ["run.parallel=fsdp", "run.threads=1", "run.checkpoint_every=2", "run.keep_checkpoints=10"]
 
 
+# per checkpoint format: the fault point of its disk-full case and the rank it fails on
+DISK_FULL = {"full": ("checkpoint.model", "0"), "sharded": ("checkpoint.shards", "1")}
+# per format, filled by fsdp_runs: the failed job and whether a step-2 checkpoint existed after it
+FAILED: dict[str, tuple[subprocess.CompletedProcess, bool]] = {}
+
+
 @pytest.fixture(scope="module")
 def fsdp_runs(tmp_path_factory):
-    """Uninterrupted 2-process FSDP2 runs, one per checkpoint format (built on demand)."""
+    """2-process FSDP2 runs, one per checkpoint format (built on demand): each first fails
+    at its step-2 checkpoint with ENOSPC on one rank (DISK_FULL; the job's stderr and whether
+    a step-2 checkpoint exists are kept for test_disk_full_on_one_rank_ends_the_job), then
+    the same command with --resume, which starts afresh (no checkpoint), runs to the end."""
     root = tmp_path_factory.mktemp("fsdp")
     runs: dict[str, tuple[Path, list[dict]]] = {}
 
     def get(fmt: str) -> tuple[Path, list[dict]]:
         if fmt not in runs:
             out = root / fmt
-            runs[fmt] = (
-                out,
-                _train(out, root / "cache", 2, [*FSDP, f"run.checkpoint_format={fmt}"]),
-            )
+            extra = [*FSDP, f"run.checkpoint_format={fmt}"]
+            failed = _disk_full_job(out, root / "cache", extra, *DISK_FULL[fmt])
+            step2 = (out / "checkpoints" / "step-00000002").exists()
+            FAILED[fmt] = (failed, step2)
+            runs[fmt] = (out, _train(out, root / "cache", 2, extra, resume=True))
         return runs[fmt]
 
     return get
+
+
+def _disk_full_job(
+    out: Path, cache: Path, extra: list[str], point: str, rank: str
+) -> subprocess.CompletedProcess:
+    """A 2-process run whose first write at ``point`` raises ENOSPC on torchrun rank ``rank``."""
+    args = ["train", str(TINY), "--out", str(out)]
+    for item in SETS + extra:
+        args += ["--set", item]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--monitor-interval", "5"]
+    cmd += ["-m", "growlm.cli", *args]
+    env = {
+        **os.environ,
+        "GROWLM_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GROWLM_TEST_FAIL_AT": f"{point}@1",
+        "GROWLM_TEST_FAIL_RANK": rank,
+    }
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.slow
@@ -187,10 +228,9 @@ def test_sharded_checkpoint_needs_the_same_process_count(tmp_path, fsdp_runs):
     for item in SETS + extra:
         args += ["--set", item]
     env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "growlm.cli", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    log = tmp_path / "one.log"  # the forked run's stdout and stderr
+    assert crash_child.run(args, env, log) == 2
+    lines = log.read_text().strip().splitlines()
     assert len(lines) == 1 and "is sharded over 2 processes but this run has 1" in lines[0]
 
 
@@ -231,32 +271,16 @@ def test_a_failed_write_stops_every_rank(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("fmt", "point", "rank"),
-    [("full", "checkpoint.model", "0"), ("sharded", "checkpoint.shards", "1")],
-)
-def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
-    """ENOSPC injected on one rank in the checkpoint at step 2: the failing rank prints the
+@pytest.mark.parametrize("fmt", ["full", "sharded"])
+def test_disk_full_on_one_rank_ends_the_job(fsdp_runs, fmt):
+    """ENOSPC injected on one rank in the checkpoint at step 2 (DISK_FULL: the full model on
+    rank 0, the shards on rank 1; the job runs in fsdp_runs): the failing rank prints the
     one-line disk-full error, the other one the PeerFailed line, both exit by themselves
     (torchrun polls every 5 s here, so it kills no one that is still waiting), no step-2
     checkpoint exists, and the same command with --resume then finishes the run."""
-    out, cache = tmp_path / "run", tmp_path / "cache"
-    extra = [*FSDP, f"run.checkpoint_format={fmt}"]
-    args = ["train", str(TINY), "--out", str(out)]
-    for item in SETS + extra:
-        args += ["--set", item]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--monitor-interval", "5"]
-    cmd += ["-m", "growlm.cli", *args]
-    env = {
-        **os.environ,
-        "GROWLM_CACHE": str(cache),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "GROWLM_TEST_FAIL_AT": f"{point}@1",
-        "GROWLM_TEST_FAIL_RANK": rank,
-    }
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    _, again = fsdp_runs(fmt)
+    result, step2 = FAILED[fmt]
+    rank = DISK_FULL[fmt][1]
     assert result.returncode != 0
     assert "error: disk full" in result.stderr, result.stderr[-3000:]
     assert f"error: checkpoint step 2 failed on rank {rank} (its error is in its log)" in (
@@ -265,8 +289,7 @@ def test_disk_full_on_one_rank_ends_the_job(tmp_path, fmt, point, rank):
     assert "SIGTERM" not in result.stderr  # no rank had to be killed
     # torchrun prints its own traceback when a worker fails; none of growlm's frames appear
     assert f'File "{Path(__file__).parents[1] / "growlm"}' not in result.stderr
-    assert not (out / "checkpoints" / "step-00000002").exists()
-    again = _train(out, cache, 2, extra, resume=True)
+    assert not step2
     assert [r["step"] for r in again][-1] == 8
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crash_child
 import pytest
 import torch
 import yaml
@@ -46,12 +47,15 @@ def recipe(tmp_path_factory) -> Path:
     return path
 
 
-def _command(recipe: Path, out: Path, nproc: int, extra: list[str], resume: bool) -> list[str]:
+def _args(recipe: Path, out: Path, extra: list[str], resume: bool) -> list[str]:
+    """growlm's arguments for the run (one process: crash_child.run forks it)."""
     args = ["train", str(recipe), "--out", str(out), *(["--resume"] if resume else [])]
     for item in SETS + extra:
         args += ["--set", item]
-    if nproc == 1:
-        return [sys.executable, "-m", "growlm.cli", *args]
+    return args
+
+
+def _torchrun(args: list[str], nproc: int) -> list[str]:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     return [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
 
@@ -69,7 +73,14 @@ def _env(cache: Path, **more: str) -> dict[str, str]:
 def _train(
     recipe: Path, out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
 ) -> list[dict]:
-    cmd = _command(recipe, out, nproc, extra, resume)
+    """One process: forked from crash_child's pre-imported server (no torch import to pay)."""
+    args = _args(recipe, out, extra, resume)
+    if nproc == 1:
+        log = out.parent / f"{out.name}-{'resume' if resume else 'run'}.log"
+        code = crash_child.run(args, _env(cache), log)
+        assert code == 0, log.read_text()[-4000:]
+        return _metrics(out)
+    cmd = _torchrun(args, nproc)
     result = subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return _metrics(out)
@@ -94,19 +105,39 @@ def _same_records(a: list[dict], b: list[dict]) -> None:
         assert [r.get(key) for r in b] == [r.get(key) for r in a], key
 
 
+KILLED = ["optim.grad_accum=2", "run.checkpoint_every=2", "run.keep_checkpoints=2"]
+SHARDED = [
+    "run.parallel=fsdp",
+    "run.checkpoint_every=2",
+    "run.keep_checkpoints=10",
+    "run.checkpoint_format=sharded",
+]
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
-    """One process, the global batch of 8 as 2 accumulated micro-batches of 4."""
+    """One process, the global batch of 8 as 2 accumulated micro-batches of 4, a checkpoint
+    every 2 steps: the reference of the 2-process run and of the killed one (KILLED)."""
     root = tmp_path_factory.mktemp("moe-dist")
-    records = _train(recipe, root / "one", root / "cache", 1, ["optim.grad_accum=2"])
+    records = _train(recipe, root / "one", root / "cache", 1, KILLED)
     return root, root / "one", records
+
+
+@pytest.fixture(scope="module")
+def fsdp_sharded(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
+    """2-process FSDP2 with sharded checkpoints every 2 steps (SHARDED): (cache, run folder,
+    metrics); test_two_processes_match_one's FSDP2 run and the resume test's reference."""
+    root = tmp_path_factory.mktemp("moe-fsdp")
+    return root / "cache", root / "full", _train(recipe, root / "full", root / "cache", 2, SHARDED)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["fsdp"])  # DDP: the dense tests; FSDP2 shards the experts
-def test_two_processes_match_one(recipe, single, parallel):
-    root, one_dir, one = single
-    two = _train(recipe, root / parallel, root / "cache", 2, [f"run.parallel={parallel}"])
+def test_two_processes_match_one(recipe, single, fsdp_sharded, parallel):
+    """The FSDP2 run is fsdp_sharded's (sharded checkpoints every 2 steps, which the resume
+    test below needs): one launch for both tests."""
+    _, one_dir, one = single
+    _, two_dir, two = fsdp_sharded
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, STEPS + 1))
     assert [r["stage"] for r in two] == ["dense"] * 2 + ["moe"] * 4
     assert [r["flops"] for r in two] == [r["flops"] for r in one]
@@ -124,26 +155,19 @@ def test_two_processes_match_one(recipe, single, parallel):
         else:
             assert "aux_loss" not in b
     ref = load_file(one_dir / "final" / "model.safetensors")
-    got = load_file(root / parallel / "final" / "model.safetensors")
+    got = load_file(two_dir / "final" / "model.safetensors")
     assert ref.keys() == got.keys()
     assert got["model.layers.1.block_sparse_moe.experts.3.w1.weight"].shape == (176, 64)
     assert max((ref[k] - got[k]).abs().max().item() for k in ref) < TOL
 
 
 @pytest.mark.slow
-def test_fsdp_sharded_resume_is_exact(recipe, tmp_path):
+def test_fsdp_sharded_resume_is_exact(recipe, fsdp_sharded, tmp_path):
     """2-process FSDP2 with sharded checkpoints (each rank writes its half of the experts),
     resumed from a checkpoint inside the MoE stage (step 4) and from the dense stage's end
     (step 2: the upcycle runs again on the gathered shards): bitwise the same run."""
-    cache = tmp_path / "cache"
-    extra = [
-        "run.parallel=fsdp",
-        "run.checkpoint_every=2",
-        "run.keep_checkpoints=10",
-        "run.checkpoint_format=sharded",
-    ]
-    full = tmp_path / "full"
-    records = _train(recipe, full, cache, 2, extra)
+    cache, full, records = fsdp_sharded
+    extra = SHARDED
     shard = load_file(
         full / "checkpoints" / "step-00000004" / "model-rank00001-of-00002.safetensors"
     )
@@ -161,13 +185,11 @@ def test_fsdp_sharded_resume_is_exact(recipe, tmp_path):
         _same_final(full, resumed)
 
 
-KILLED = ["optim.grad_accum=2", "run.checkpoint_every=2", "run.keep_checkpoints=2"]
-
-
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
-    root = tmp_path_factory.mktemp("moe-kill")
-    return root / "cache", root / "ref", _train(recipe, root / "ref", root / "cache", 1, KILLED)
+def uninterrupted(single) -> tuple[Path, Path, list[dict]]:
+    """The one-process run of test_two_processes_match_one (its settings are KILLED)."""
+    root, one_dir, records = single
+    return root / "cache", one_dir, records
 
 
 @pytest.mark.slow
@@ -181,11 +203,10 @@ def test_sigkill_and_resume_is_bitwise_identical(recipe, uninterrupted, tmp_path
     """One process killed (SIGKILL, growlm/io/faults.py) inside a write, then resumed with the
     same command: the run ends bitwise equal to an uninterrupted one, router statistics too."""
     cache, ref, records = uninterrupted
-    cut = tmp_path / "cut"
-    cmd = _command(recipe, cut, 1, KILLED, resume=False)
-    env = _env(cache, GROWLM_TEST_KILL_AT=kill_at)
-    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    cut, log = tmp_path / "cut", tmp_path / "killed.log"
+    argv = _args(recipe, cut, KILLED, resume=False)  # forked, as _train's one-process runs
+    code = crash_child.run(argv, _env(cache, GROWLM_TEST_KILL_AT=kill_at), log)
+    assert code == -9, log.read_text()[-3000:]
     assert not (cut / "final").exists()
     again = _train(recipe, cut, cache, 1, KILLED, resume=True)
     _same_records(records, again)

@@ -1,5 +1,7 @@
 """Exact resume: a run killed with SIGKILL (twice: mid-stage, and just after the stage end that
-precedes growth) and resumed with --resume ends bitwise equal to an uninterrupted run."""
+precedes growth) and resumed with --resume ends bitwise equal to an uninterrupted run. Every
+``growlm train`` is its own process forked from the crash tests' pre-imported server
+(crash_child.py): a start costs milliseconds, not the seconds of importing torch."""
 
 from __future__ import annotations
 
@@ -7,12 +9,11 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import crash_child
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -30,15 +31,15 @@ SETS = [
 ]
 
 
-def _command(out: Path, resume: bool, extra: Sequence[str] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "growlm.cli", "train", str(TINY), "--out", str(out)]
+def _argv(out: Path, resume: bool, extra: Sequence[str] = ()) -> list[str]:
+    argv = ["train", str(TINY), "--out", str(out)]
     for item in [*SETS, *extra]:
-        cmd += ["--set", item]
-    return cmd + (["--resume"] if resume else [])
+        argv += ["--set", item]
+    return argv + (["--resume"] if resume else [])
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return {"GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
 
 
 def _last_step(out: Path) -> int:
@@ -56,33 +57,27 @@ def _last_step(out: Path) -> int:
 
 def _run_and_kill(out: Path, cache: Path, resume: bool, kill_at: int) -> list[str]:
     """Start a run, SIGKILL it once metrics reach ``kill_at``; the checkpoints present then."""
-    proc = subprocess.Popen(
-        _command(out, resume), env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = out.parent / f"{out.name}-{kill_at}.log"
+    proc = crash_child.start(crash_child.context(), _argv(out, resume), _env(cache), log)
     deadline = time.monotonic() + 300
     try:
         while _last_step(out) < kill_at:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.exitcode is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "run did not reach the kill step"
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
     finally:
-        if proc.poll() is None:
+        if proc.exitcode is None:
             proc.kill()
-            proc.wait()
+            proc.join()
     return sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
 
 
 def _finish(out: Path, cache: Path, resume: bool, extra: Sequence[str] = ()) -> None:
-    result = subprocess.run(
-        _command(out, resume, extra),
-        env=_env(cache),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    log = out.parent / f"{out.name}-finish.log"
+    code = crash_child.run(_argv(out, resume, extra), _env(cache), log)
+    assert code == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
