@@ -178,6 +178,24 @@ def test_compiled_run_trains_like_eager_and_uses_the_recomputing_backward(tmp_pa
     assert "aten::bmm" in ops
 
 
+def test_a_growth_dry_run_leaves_the_live_models_attention_alone():
+    from transformers import LlamaConfig
+
+    from growlm.train.growth import check_growth
+    from growlm.train.model import build_model
+    from growlm.train.recipe import GrowConfig
+
+    cfg = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = build_model(cfg, "auto", compiled=True, seq_len=32)
+    assert model.config is cfg and cfg._attn_implementation == attention.NAME
+    grown = check_growth(cfg, GrowConfig(op="stack", params={"factor": 2}), "stages.1.grow")
+    assert grown.num_hidden_layers == 4
+    assert model.config._attn_implementation == attention.NAME  # was reset to sdpa
+
+
 def test_auto_resolution():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     llama, gemma2 = make_model("llama").config, make_model("gemma2").config

@@ -4,6 +4,7 @@ a bad operator or a shrinking stage fails in the first second, not after hours o
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -88,7 +89,11 @@ def check_growth(
     """Plan a growth on meta tensors: the grown config, or InvalidRecipe naming the stage.
     Also checks what the stage asks of the growth: MSLT (``trainable: new``) needs the old layers
     to stay at the bottom in order; masks (``fade_steps``) need a family they are exact for (that
-    the ramp ends within its stage is the trainer's check, which knows the stage's steps)."""
+    the ramp ends within its stage is the trainer's check, which knows the stage's steps).
+    Works on a copy of ``config``: building a model sets its config's attention implementation,
+    which the live model reads at every forward (a compiled CPU run fell back from growlm_cpu to
+    sdpa before its growth)."""
+    config = copy.deepcopy(config)
     with torch.device("meta"):
         model = build_model(config)
     before = param_count(model)
