@@ -24,7 +24,7 @@ seed's result is also kept in git (bench/results/upcycle_seeds/seed-<seed>.json,
 fresh clone skips it; a seed cut short on another machine starts over (the weights stay there).
 
     python bench/upcycle.py --quick --out /tmp/up --results /tmp/up.json   # tiny, ~1 minute
-    flock /work/helpers/cpu.lock python bench/upcycle.py --seeds 0 1        # hours on 2 cores
+    flock /work/helpers/cpu.lock python bench/upcycle.py --seeds 0 1   # about an hour, 2 cores
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ QUICK = {
     "checkpoint_every": 4,
 }
 ARMS = ("dense", "upcycle", "drop-0.5", "scratch")
+CORPUS_RECORD = "bench/results/corpus_growlm_mix.json"
 
 
 def recipe(
@@ -97,7 +98,7 @@ def recipe(
     return {
         "name": name,
         "seed": seed,
-        "data": s["data"],
+        "data": data_section(s),
         "model": model,
         "optim": {
             "lr": 1.0e-3,
@@ -117,12 +118,13 @@ def recipe(
     }
 
 
-def data_section(s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The recipes' data section and the corpus summary (None for the embedded corpus)."""
+def data_section(s: dict[str, Any]) -> dict[str, Any]:
+    """The recipes' data section (growlm-mix is built and prepared here on first use, so only
+    when a seed trains)."""
     if s["corpus"] is None:
         default = {"sources": ["default"], "vocab_size": s["vocab"], "val_fraction": 0.02}
-        return {**default, "block_tokens": 1024, "seq_len": s["seq_len"]}, None
-    return prepared_data(s["vocab"], s["seq_len"])
+        return {**default, "block_tokens": 1024, "seq_len": s["seq_len"]}
+    return prepared_data(s["vocab"], s["seq_len"])[0]
 
 
 def train_run(runs: Runs, name: str, raw: dict[str, Any], arm: str) -> dict[str, Any]:
@@ -166,15 +168,18 @@ def complete(folder: Path) -> bool:
 
 def seed_run(s: dict[str, Any], runs: Runs, seed: int, keep: Path | None) -> dict[str, Any]:
     """One seed's dense stage and four arms; with ``keep`` (a folder in git) the finished seed's
-    result is read from KEEP/seed-<seed>.json when there, and written there when it finishes."""
+    result is read from KEEP/seed-<seed>.json when it was kept under this very setting, and
+    written there (with the setting) when it finishes."""
     kept = keep / f"seed-{seed}.json" if keep else None
     if kept is not None and kept.is_file():
         done: dict[str, Any] = json.loads(kept.read_text())
-        return done
+        if done.get("setting") == s:
+            return dict(done["run"])
+        print(f"{kept}: kept under another setting; seed {seed} trains again", file=sys.stderr)
     out = train_seed(s, runs, seed)
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(kept, json.dumps(out, indent=1) + "\n")
+        write_text_atomic(kept, json.dumps({"setting": s, "run": out}, indent=1) + "\n")
     return out
 
 
@@ -264,8 +269,6 @@ def main() -> None:
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args()
     s = QUICK if args.quick else FULL
-    data, corpus = data_section(s)
-    s = {**s, "data": data}
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     suffix = "_quick" if args.quick else ""
     work = args.out or ROOT / "bench" / "work" / f"upcycle{suffix}"
@@ -282,7 +285,7 @@ def main() -> None:
         "git_revision": rev.stdout.strip(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "setting": s,
-        "corpus": corpus,
+        "corpus": s["corpus"] and {"name": s["corpus"], "details": CORPUS_RECORD},
         "seeds": seeds,
         "summary": summary,
         "runs": per_seed,

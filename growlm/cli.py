@@ -117,7 +117,9 @@ def _add_operator_flags(g: argparse.ArgumentParser) -> None:
     for name, decls in all_params().items():
         kinds = {d.type for d in decls}
         assert len(kinds) == 1, (name, kinds)  # one flag cannot parse two types
-        ops = [o.name for o in OPERATORS if any(p.name == name for p in o.params)]
+        ops = [
+            o.name for o in OPERATORS if not o.recipe_only and any(p.name == name for p in o.params)
+        ]
         helps = "; ".join(dict.fromkeys(d.help for d in decls))
         default = next((d.default for d in decls if d.default is not None), None)
         extra = f" (default {default})" if default is not None else ""

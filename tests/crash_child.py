@@ -7,7 +7,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 # imported once in the fork server; every forked run shares them ("__main__": the test runner's
 # script, which a forked child would otherwise run again before its target)
@@ -33,22 +36,14 @@ def context() -> mp.context.ForkServerContext:
 
 
 def run_cli(argv: list[str], env: dict[str, str], log: str) -> None:
-    """The target of a forked run: ``growlm <argv>`` with ``env`` set, output to ``log``;
-    the process exits with the command's exit code."""
+    """The target of a forked run: ``growlm <argv>`` with ``env`` set over the server's
+    environment (OMP_NUM_THREADS applied to the already imported torch), output to ``log``; the
+    process exits with the command's exit code (a traceback, if any, in ``log``)."""
     os.environ.update(env)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    _child_setup(env, log)
     from growlm.cli import main
 
-    code = 1
-    try:
-        code = main(argv)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    _exit_with(lambda: main(argv))
 
 
 def run_script_main(script: str, argv: list[str], env: dict[str, str], log: str) -> None:
@@ -57,10 +52,23 @@ def run_script_main(script: str, argv: list[str], env: dict[str, str], log: str)
     already imported torch), output to ``log``; the process exits with the script's exit
     code."""
     import runpy
-    import traceback
 
     os.environ.clear()  # exactly ``env``, as subprocess.run(env=env) gives it
     os.environ.update(env)
+    _child_setup(env, log)
+    sys.argv = [script, *argv]
+    sys.path.insert(0, str(Path(script).parent))
+
+    def body() -> int:
+        runpy.run_path(script, run_name="__main__")
+        return 0
+
+    _exit_with(body)
+
+
+def _child_setup(env: dict[str, str], log: str) -> None:
+    """torch's thread count from OMP_NUM_THREADS (torch read the variable when the server
+    imported it), stdout and stderr to ``log``."""
     if "OMP_NUM_THREADS" in env:
         import torch
 
@@ -69,12 +77,14 @@ def run_script_main(script: str, argv: list[str], env: dict[str, str], log: str)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.argv = [script, *argv]
-    sys.path.insert(0, str(Path(script).parent))
+
+
+def _exit_with(body: Callable[[], int | None]) -> NoReturn:
+    """Run ``body`` and end the process as Python would: its return value or SystemExit code
+    (a message SystemExit printed, exit 1), a traceback printed and exit 1 on any other error."""
     code = 1
     try:
-        runpy.run_path(script, run_name="__main__")
-        code = 0
+        code = body() or 0
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0

@@ -178,9 +178,12 @@ def test_compiled_run_trains_like_eager_and_uses_the_recomputing_backward(tmp_pa
     assert "aten::bmm" in ops
 
 
-def test_a_growth_dry_run_leaves_the_live_models_attention_alone():
+def test_dry_runs_leave_the_live_models_attention_alone(tmp_path):
+    """A growth stage's dry run and the checkpoint-room check build the model on meta tensors;
+    the live model's attention (read from its config at every forward) stays growlm_cpu."""
     from transformers import LlamaConfig
 
+    from growlm.train.checkpoint import require_checkpoint_room
     from growlm.train.growth import check_growth
     from growlm.train.model import build_model
     from growlm.train.recipe import GrowConfig
@@ -194,6 +197,8 @@ def test_a_growth_dry_run_leaves_the_live_models_attention_alone():
     grown = check_growth(cfg, GrowConfig(op="stack", params={"factor": 2}), "stages.1.grow")
     assert grown.num_hidden_layers == 4
     assert model.config._attn_implementation == attention.NAME  # was reset to sdpa
+    require_checkpoint_room(tmp_path, cfg)
+    assert model.config._attn_implementation == attention.NAME  # was reset to sdpa too
 
 
 def test_auto_resolution():

@@ -84,7 +84,8 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     again = json.loads(res.read_text())
     assert again["runs_trained_this_invocation"] == 1
     assert again["summary"] == r["summary"]
-    assert json.loads((keep / "seed-0.json").read_text()) == again["runs"]["0"]
+    kept = json.loads((keep / "seed-0.json").read_text())
+    assert kept == {"setting": again["setting"], "run": again["runs"]["0"]}
     # a fresh clone (empty work folder) with the kept seed trains nothing
     fresh = [*cmd[:-4], "--out", str(tmp_path / "fresh"), "--results", str(res), "--keep",
              str(keep)]  # fmt: skip
@@ -93,3 +94,13 @@ def test_quick_benchmark_runs_and_resumes(tmp_path):
     third = json.loads(res.read_text())
     assert third["runs_trained_this_invocation"] == 0
     assert third["summary"] == r["summary"] and third["runs"] == again["runs"]
+
+
+def test_a_seed_kept_under_another_setting_trains_again(tmp_path, monkeypatch):
+    kept = tmp_path / "seed-0.json"
+    kept.write_text(json.dumps({"setting": {**bench.QUICK, "moe_tokens": 1}, "run": {"old": 0}}))
+    monkeypatch.setattr(bench, "train_seed", lambda s, runs, seed: {"new": seed})
+    assert bench.seed_run(bench.QUICK, None, 0, tmp_path) == {"new": 0}
+    assert json.loads(kept.read_text()) == {"setting": bench.QUICK, "run": {"new": 0}}
+    monkeypatch.setattr(bench, "train_seed", lambda *a: pytest.fail("trained a kept seed"))
+    assert bench.seed_run(bench.QUICK, None, 0, tmp_path) == {"new": 0}  # now kept: reused

@@ -45,6 +45,7 @@ def test_grow_flags_are_the_declared_parameters():
     declared = {p.flag: p for op in OPERATORS if not op.recipe_only for p in op.params}
     assert declared, "the registry declares parameters"
     assert "--coef-scale" not in flags  # mixture-growth's: it grows template models in training
+    assert "mixture-growth" not in (flags["--factor"].help or "")
     assert set(declared) <= set(flags)  # every declared parameter has its flag
     assert set(flags) - OPTION_FLAGS == set(declared)  # every other flag is a declared one
     for flag, p in declared.items():

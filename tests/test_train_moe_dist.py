@@ -132,17 +132,17 @@ def fsdp_sharded(tmp_path_factory, recipe) -> tuple[Path, Path, list[dict]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["fsdp"])  # DDP: the dense tests; FSDP2 shards the experts
-def test_two_processes_match_one(recipe, single, fsdp_sharded, parallel):
-    """The FSDP2 run is fsdp_sharded's (sharded checkpoints every 2 steps, which the resume
-    test below needs): one launch for both tests."""
+def test_two_processes_match_one_under_fsdp2(recipe, single, fsdp_sharded):
+    """FSDP2 shards the experts (DDP: the dense tests). The FSDP2 run is fsdp_sharded's
+    (sharded checkpoints every 2 steps, which the resume test below needs): one launch for
+    both tests."""
     _, one_dir, one = single
     _, two_dir, two = fsdp_sharded
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(1, STEPS + 1))
     assert [r["stage"] for r in two] == ["dense"] * 2 + ["moe"] * 4
     assert [r["flops"] for r in two] == [r["flops"] for r in one]
     for a, b in zip(one, two, strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], abs=TOL), (parallel, a["step"])
+        assert b["loss"] == pytest.approx(a["loss"], abs=TOL), a["step"]
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
         assert b.get("val_loss", 0.0) == pytest.approx(a.get("val_loss", 0.0), abs=TOL)
         if a["stage"] == "moe":

@@ -39,7 +39,7 @@ from growlm.errors import CorruptCheckpoint, InvalidRecipe, one_line, os_error
 from growlm.io.atomic import atomic_dir, remove_dir
 from growlm.io.diskspace import checkpoint_bytes, require_free
 from growlm.io.faults import fault_point
-from growlm.train.model import build_model, load_config, param_count
+from growlm.train.model import load_config, meta_model, param_count
 from growlm.train.moe import hub_layout
 
 CHECKPOINTS = "checkpoints"
@@ -170,8 +170,7 @@ AGAIN = "run the same command again (growlm train: with --resume)"
 def require_checkpoint_room(out_dir: Path, config: PretrainedConfig) -> None:
     """DiskFull before training when OUT's disk cannot hold one checkpoint of ``config``'s model
     (fp32 weights and two AdamW moments)."""
-    with torch.device("meta"):
-        n_params = param_count(build_model(config))
+    n_params = param_count(meta_model(config))
     require_free(
         out_dir,
         checkpoint_bytes(n_params),

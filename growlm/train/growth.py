@@ -4,7 +4,6 @@ a bad operator or a shrinking stage fails in the first second, not after hours o
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from growlm.arch import spec_for
 from growlm.errors import GrowlmError, InvalidRecipe
 from growlm.ops.in_memory import grow_tensors
 from growlm.train.masks import fade_plan
-from growlm.train.model import build_model, param_count
+from growlm.train.model import meta_model, param_count
 from growlm.train.moe import module_layout
 from growlm.train.recipe import GrowConfig
 
@@ -89,20 +88,14 @@ def check_growth(
     """Plan a growth on meta tensors: the grown config, or InvalidRecipe naming the stage.
     Also checks what the stage asks of the growth: MSLT (``trainable: new``) needs the old layers
     to stay at the bottom in order; masks (``fade_steps``) need a family they are exact for (that
-    the ramp ends within its stage is the trainer's check, which knows the stage's steps).
-    Works on a copy of ``config``: building a model sets its config's attention implementation,
-    which the live model reads at every forward (a compiled CPU run fell back from growlm_cpu to
-    sdpa before its growth)."""
-    config = copy.deepcopy(config)
-    with torch.device("meta"):
-        model = build_model(config)
+    the ramp ends within its stage is the trainer's check, which knows the stage's steps)."""
+    model = meta_model(config)
     before = param_count(model)
     try:
         new_config, _, report = grow_weights(config, dict(model.state_dict()), grow)
     except GrowlmError as exc:
         raise InvalidRecipe(f"{where}: {exc}") from None
-    with torch.device("meta"):
-        after = param_count(build_model(new_config))
+    after = param_count(meta_model(new_config))
     if after <= before:
         raise InvalidRecipe(
             f"{where}: grows the model from {before:,} to {after:,} parameters; "

@@ -3,6 +3,7 @@ parameter count (FLOPs per token: ``growlm.train.flops``)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,14 @@ def build_model(
     if templates.settings(config) is not None:
         templates.templatize(model, config)  # MixtureGrowth's template-mixed projections
     return model
+
+
+def meta_model(config: PretrainedConfig) -> PreTrainedModel:
+    """``config``'s model on the meta device (shapes, no memory), built from a copy: building
+    sets its config's attention implementation, which a live model of ``config`` reads at every
+    forward (a dry run must not switch a compiled CPU run from growlm_cpu to sdpa)."""
+    with torch.device("meta"):
+        return build_model(copy.deepcopy(config))
 
 
 def param_count(model: torch.nn.Module) -> int:
