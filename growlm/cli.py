@@ -112,14 +112,12 @@ def _demo(args: argparse.Namespace) -> int:
 def _add_operator_flags(g: argparse.ArgumentParser) -> None:
     """One flag per declared operator parameter (growlm.ops.registry), help from the
     declarations: what it is, for which operators, its default."""
-    from growlm.ops.registry import OPERATORS, all_params
+    from growlm.ops.registry import GROW_OPERATORS, all_params
 
     for name, decls in all_params().items():
         kinds = {d.type for d in decls}
         assert len(kinds) == 1, (name, kinds)  # one flag cannot parse two types
-        ops = [
-            o.name for o in OPERATORS if not o.recipe_only and any(p.name == name for p in o.params)
-        ]
+        ops = [o.name for o in GROW_OPERATORS if any(p.name == name for p in o.params)]
         helps = "; ".join(dict.fromkeys(d.help for d in decls))
         default = next((d.default for d in decls if d.default is not None), None)
         extra = f" (default {default})" if default is not None else ""

@@ -300,12 +300,16 @@ OPERATORS: tuple[Operator, ...] = (
 )
 
 
+# the operators ``growlm grow`` runs on checkpoints (a recipe-only one's parameters are recipe
+# keys, not flags)
+GROW_OPERATORS: tuple[Operator, ...] = tuple(op for op in OPERATORS if not op.recipe_only)
+
+
 def all_params() -> dict[str, list[Param]]:
-    """Every parameter of an operator ``growlm grow`` runs, by name, in registry order (its
-    flags; a recipe-only operator's parameters are recipe keys only)."""
+    """Every parameter of GROW_OPERATORS by name, in registry order (``growlm grow``'s flags)."""
     from growlm.ops.params import declared
 
-    return declared([op for op in OPERATORS if not op.recipe_only])
+    return declared(GROW_OPERATORS)
 
 
 def _norm(name: str) -> str:
