@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from growlm.io.atomic import write_text_atomic
+
 
 def header(launcher: str = "python") -> dict[str, str]:
     """``command``: this script as it was run, after ``launcher``; ``date``: now, UTC, to the
@@ -21,6 +23,7 @@ def header(launcher: str = "python") -> dict[str, str]:
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
-    """``result`` as indented JSON at ``path`` (its folder made if missing)."""
+    """``result`` as indented JSON at ``path`` (its folder made if missing), written atomically:
+    an interrupted benchmark leaves the previous results file whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
