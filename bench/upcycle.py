@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -119,12 +120,17 @@ def recipe(
 
 
 def data_section(s: dict[str, Any]) -> dict[str, Any]:
-    """The recipes' data section (growlm-mix is built and prepared here on first use, so only
-    when a seed trains)."""
+    """The recipes' data section (growlm-mix is built and prepared on first use, so only when a
+    seed trains, and checked once per invocation)."""
     if s["corpus"] is None:
         default = {"sources": ["default"], "vocab_size": s["vocab"], "val_fraction": 0.02}
         return {**default, "block_tokens": 1024, "seq_len": s["seq_len"]}
-    return prepared_data(s["vocab"], s["seq_len"])[0]
+    return dict(_mix_data(s["vocab"], s["seq_len"]))
+
+
+@functools.cache
+def _mix_data(vocab: int, seq: int) -> dict[str, Any]:
+    return prepared_data(vocab, seq)[0]
 
 
 def train_run(runs: Runs, name: str, raw: dict[str, Any], arm: str) -> dict[str, Any]:
