@@ -99,7 +99,12 @@ def _exit_with(body: Callable[[], int | None]) -> NoReturn:
 
 
 def start(ctx: mp.context.ForkServerContext, argv: list[str], env: dict[str, str], log: Path):
-    proc = ctx.Process(target=run_cli, args=(argv, env, str(log)), daemon=True)
+    return _fork(ctx, run_cli, (argv, env, str(log)))
+
+
+def _fork(ctx: mp.context.ForkServerContext, target: Callable[..., None], args: tuple):
+    """``target(*args)`` in a daemon process forked from the server, started."""
+    proc = ctx.Process(target=target, args=args, daemon=True)
     proc.start()
     return proc
 
@@ -116,9 +121,7 @@ def run_script(
 ) -> int | None:
     """``python <script> <argv>`` forked from the server: as ``run``, for bench/ scripts."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    args = (str(script), argv, env, str(log))
-    proc = context().Process(target=run_script_main, args=args, daemon=True)
-    proc.start()
+    proc = _fork(context(), run_script_main, (str(script), argv, env, str(log)))
     return _join(proc, timeout)
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import crash_child
@@ -32,23 +33,40 @@ SETS = [
 TOL = 1e-4
 
 
+def _args(out: Path, extra: list[str], resume: bool = False) -> list[str]:
+    """``growlm train`` tiny.yaml's arguments with SETS + ``extra``."""
+    args = ["train", str(TINY), "--out", str(out), *(["--resume"] if resume else [])]
+    for item in SETS + extra:
+        args += ["--set", item]
+    return args
+
+
+def _env(cache: Path, **more: str) -> dict[str, str]:
+    return {
+        **os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+        **more,
+    }  # fmt: skip
+
+
+def _torchrun(args: list[str], nproc: int, env: dict[str, str], *opts: str, timeout: float = 300):
+    """``torchrun --standalone --nproc_per_node N [opts] -m growlm.cli ARGS``, run to its end."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), *opts, "-m", "growlm.cli"]
+    return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def _train(
     out: Path, cache: Path, nproc: int, extra: list[str], resume: bool = False
 ) -> list[dict]:
     """One process: forked from crash_child's pre-imported server (no torch import to pay)."""
-    args = ["train", str(TINY), "--out", str(out), *(["--resume"] if resume else [])]
-    for item in SETS + extra:
-        args += ["--set", item]
-    env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    args, env = _args(out, extra, resume), _env(cache)
     if nproc == 1:
         log = out.parent / f"{out.name}-{'resume' if resume else 'run'}.log"
         code = crash_child.run(args, env, log)
         assert code == 0, log.read_text()[-4000:]
-        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "growlm.cli", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    else:
+        result = _torchrun(args, nproc, env)
+        assert result.returncode == 0, result.stderr[-4000:]
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -88,7 +106,8 @@ def test_two_processes_match_one(single, fsdp_runs, parallel, family):
     sets, grown_name, grown_shape = FAMILY_RUNS[family]
     root, one_dir, one = single(family)
     if (parallel, family) == ("fsdp", "llama"):
-        out, two = fsdp_runs("full")
+        run = fsdp_runs("full")
+        out, two = run.out, run.records
     else:
         out = root / parallel
         extra = [*sets, f"run.parallel={parallel}", "run.threads=1"]
@@ -134,51 +153,40 @@ FSDP = ["run.parallel=fsdp", "run.threads=1", "run.checkpoint_every=2", "run.kee
 
 # per checkpoint format: the fault point of its disk-full case and the rank it fails on
 DISK_FULL = {"full": ("checkpoint.model", "0"), "sharded": ("checkpoint.shards", "1")}
-# per format, filled by fsdp_runs: the failed job and whether a step-2 checkpoint existed after it
-FAILED: dict[str, tuple[subprocess.CompletedProcess, bool]] = {}
+
+
+@dataclass(frozen=True)
+class FsdpRun:
+    out: Path
+    records: list[dict]  # the resumed run's metrics, steps 1 to 8
+    failed: subprocess.CompletedProcess  # the first job, ENOSPC at its step-2 checkpoint
+    step2_after_failure: bool  # whether a step-2 checkpoint existed after it
 
 
 @pytest.fixture(scope="module")
 def fsdp_runs(tmp_path_factory):
     """2-process FSDP2 runs, one per checkpoint format (built on demand): each first fails
-    at its step-2 checkpoint with ENOSPC on one rank (DISK_FULL; the job's stderr and whether
-    a step-2 checkpoint exists are kept for test_disk_full_on_one_rank_ends_the_job), then
-    the same command with --resume, which starts afresh (no checkpoint), runs to the end."""
+    at its step-2 checkpoint with ENOSPC on one rank (DISK_FULL; torchrun polls every 5 s, so
+    it kills no rank still waiting), then the same command with --resume, which starts afresh
+    (no checkpoint), runs to the end."""
     root = tmp_path_factory.mktemp("fsdp")
-    runs: dict[str, tuple[Path, list[dict]]] = {}
+    runs: dict[str, FsdpRun] = {}
 
-    def get(fmt: str) -> tuple[Path, list[dict]]:
+    def get(fmt: str) -> FsdpRun:
         if fmt not in runs:
-            out = root / fmt
+            out, cache = root / fmt, root / "cache"
             extra = [*FSDP, f"run.checkpoint_format={fmt}"]
-            failed = _disk_full_job(out, root / "cache", extra, *DISK_FULL[fmt])
+            point, rank = DISK_FULL[fmt]
+            fail = {"GROWLM_TEST_FAIL_AT": f"{point}@1", "GROWLM_TEST_FAIL_RANK": rank}
+            failed = _torchrun(
+                _args(out, extra), 2, _env(cache, **fail), "--monitor-interval", "5", timeout=240
+            )
             step2 = (out / "checkpoints" / "step-00000002").exists()
-            FAILED[fmt] = (failed, step2)
-            runs[fmt] = (out, _train(out, root / "cache", 2, extra, resume=True))
+            records = _train(out, cache, 2, extra, resume=True)
+            runs[fmt] = FsdpRun(out, records, failed, step2)
         return runs[fmt]
 
     return get
-
-
-def _disk_full_job(
-    out: Path, cache: Path, extra: list[str], point: str, rank: str
-) -> subprocess.CompletedProcess:
-    """A 2-process run whose first write at ``point`` raises ENOSPC on torchrun rank ``rank``."""
-    args = ["train", str(TINY), "--out", str(out)]
-    for item in SETS + extra:
-        args += ["--set", item]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--monitor-interval", "5"]
-    cmd += ["-m", "growlm.cli", *args]
-    env = {
-        **os.environ,
-        "GROWLM_CACHE": str(cache),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "GROWLM_TEST_FAIL_AT": f"{point}@1",
-        "GROWLM_TEST_FAIL_RANK": rank,
-    }
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.slow
@@ -190,7 +198,8 @@ def test_fsdp_resume_is_exact(tmp_path, fsdp_runs, fmt):
     final weights. Sharded checkpoints hold one file per rank and nothing gathered."""
     cache = tmp_path / "cache"
     extra = [*FSDP, f"run.checkpoint_format={fmt}"]
-    full, records = fsdp_runs(fmt)
+    run = fsdp_runs(fmt)
+    full, records = run.out, run.records
     step6 = full / "checkpoints" / "step-00000006"
     names = sorted(p.name for p in step6.iterdir())
     if fmt == "sharded":
@@ -222,11 +231,9 @@ def test_fsdp_resume_is_exact(tmp_path, fsdp_runs, fmt):
 def test_sharded_checkpoint_needs_the_same_process_count(tmp_path, fsdp_runs):
     cache = tmp_path / "cache"
     extra = [*FSDP, "run.checkpoint_format=sharded"]
-    full, _ = fsdp_runs("sharded")
+    full = fsdp_runs("sharded").out
     _resume_copy(full, tmp_path / "one", 6)
-    args = ["train", str(TINY), "--out", str(tmp_path / "one"), "--resume"]
-    for item in SETS + extra:
-        args += ["--set", item]
+    args = _args(tmp_path / "one", extra, resume=True)
     env = {**os.environ, "GROWLM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     log = tmp_path / "one.log"  # the forked run's stdout and stderr
     assert crash_child.run(args, env, log) == 2
@@ -278,9 +285,8 @@ def test_disk_full_on_one_rank_ends_the_job(fsdp_runs, fmt):
     one-line disk-full error, the other one the PeerFailed line, both exit by themselves
     (torchrun polls every 5 s here, so it kills no one that is still waiting), no step-2
     checkpoint exists, and the same command with --resume then finishes the run."""
-    _, again = fsdp_runs(fmt)
-    result, step2 = FAILED[fmt]
-    rank = DISK_FULL[fmt][1]
+    run = fsdp_runs(fmt)
+    result, rank = run.failed, DISK_FULL[fmt][1]
     assert result.returncode != 0
     assert "error: disk full" in result.stderr, result.stderr[-3000:]
     assert f"error: checkpoint step 2 failed on rank {rank} (its error is in its log)" in (
@@ -289,8 +295,8 @@ def test_disk_full_on_one_rank_ends_the_job(fsdp_runs, fmt):
     assert "SIGTERM" not in result.stderr  # no rank had to be killed
     # torchrun prints its own traceback when a worker fails; none of growlm's frames appear
     assert f'File "{Path(__file__).parents[1] / "growlm"}' not in result.stderr
-    assert not step2
-    assert [r["step"] for r in again][-1] == 8
+    assert not run.step2_after_failure
+    assert [r["step"] for r in run.records][-1] == 8
 
 
 def test_one_launched_process_runs_fsdp2_and_matches_plain(tmp_path, monkeypatch):
